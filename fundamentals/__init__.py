@@ -1,0 +1,17 @@
+"""fundamentals: Appendix A of *Build a Large Language Model (From Scratch)*, in JAX.
+
+Tensors are immutable `jax.Array`s, `jax.grad` replaces autograd, the network is an Equinox
+module, Optax runs SGD, and a NumPy batch iterator reproduces `torch.utils.data.DataLoader`.
+"""
+
+__version__ = "0.1.0"
+
+from .tensors import default_float_dtype, default_int_dtype, from_numpy, tensor
+from .autograd import (
+    ComputationGraph,
+    binary_cross_entropy,
+    computation_graph,
+    cross_entropy,
+    logistic_regression_loss,
+)
+from .nn import NeuralNetwork, ReLU, count_parameters, load_state_dict, state_dict

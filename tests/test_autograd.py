@@ -1,0 +1,97 @@
+"""A.3-A.4: the logistic-regression loss and gradients, binary cross-entropy, the traced graph."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import fundamentals as fm
+
+
+def test_logistic_regression_loss_and_gradients_match_torch_and_book(torch):
+    import torch.nn.functional as F
+    from torch.autograd import grad
+
+    y, x1 = torch.tensor([1.0]), torch.tensor([1.1])
+    w1 = torch.tensor([2.2], requires_grad=True)
+    b = torch.tensor([0.0], requires_grad=True)
+    loss_t = F.binary_cross_entropy(torch.sigmoid(x1 * w1 + b), y)
+    (gw_t,) = grad(loss_t, w1, retain_graph=True)
+    (gb_t,) = grad(loss_t, b, retain_graph=True)
+
+    w1_j, b_j = fm.tensor([2.2]), fm.tensor([0.0])
+    loss, (gw, gb) = jax.value_and_grad(fm.logistic_regression_loss, argnums=(0, 1))(w1_j, b_j)
+    np.testing.assert_allclose(float(loss), loss_t.item(), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gw), gw_t.numpy(), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gb), gb_t.numpy(), atol=1e-6)
+    # the book's printed values
+    assert round(float(loss), 4) == 0.0852
+    assert round(float(gw[0]), 4) == -0.0898
+    assert round(float(gb[0]), 4) == -0.0817
+
+    loss_t.backward()  # .backward() leaves the same numbers in .grad
+    np.testing.assert_allclose(np.asarray(gw), w1.grad.numpy(), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gb), b.grad.numpy(), atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    probs=st.lists(st.one_of(st.just(0.0), st.just(1.0), st.floats(0.0, 1.0, width=32)), min_size=1, max_size=12),
+    data=st.data(),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+)
+def test_binary_cross_entropy_matches_torch(torch, probs, data, reduction):
+    import torch.nn.functional as F
+
+    targets = data.draw(st.lists(st.sampled_from([0.0, 1.0, 0.25]), min_size=len(probs), max_size=len(probs)))
+    p, t = np.array(probs, np.float32), np.array(targets, np.float32)
+    expected = F.binary_cross_entropy(torch.from_numpy(p), torch.from_numpy(t), reduction=reduction).numpy()
+    got = np.asarray(fm.binary_cross_entropy(jnp.asarray(p), jnp.asarray(t), reduction=reduction))
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_binary_cross_entropy_clamps_at_100():
+    # log(0) clamps to -100: a certain, wrong prediction costs exactly 100
+    assert float(fm.binary_cross_entropy(jnp.array([0.0]), jnp.array([1.0]))) == pytest.approx(100.0)
+
+
+def test_binary_cross_entropy_bad_input():
+    with pytest.raises(ValueError, match="shape"):
+        fm.binary_cross_entropy(jnp.ones(3) * 0.5, jnp.ones(2))
+    with pytest.raises(ValueError, match="reduction"):
+        fm.binary_cross_entropy(jnp.ones(2) * 0.5, jnp.ones(2), reduction="avg")
+
+
+def test_cross_entropy_matches_torch(torch):
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(7, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, size=7)
+    expected = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+    assert float(fm.cross_entropy(logits, labels)) == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="labels shape"):
+        fm.cross_entropy(logits, labels[:3])
+    with pytest.raises(TypeError, match="integer"):
+        fm.cross_entropy(logits, labels.astype(np.float32))
+
+
+def test_computation_graph_has_the_books_nodes():
+    x1, y = fm.tensor([1.1]), fm.tensor([1.0])
+
+    def forward(w1, b, x1, y):
+        return fm.logistic_regression_loss(w1, b, x1, y)
+
+    graph = fm.computation_graph(forward, fm.tensor([2.2]), fm.tensor([0.0]), x1, y)
+    # figure A.7: x1 * w1, + b, sigmoid, then the loss against y
+    for op in ("mul", "add", "logistic", "log"):
+        assert f"{op} " in graph.text or f"= {op}" in graph.text
+    for name in ("w1", "b", "x1", "y"):
+        assert f'"{name}" ->' in graph.dot
+    assert graph.dot.startswith("digraph") and graph.dot.rstrip().endswith("}")
+    # w1 feeds the multiplication, whose result feeds the addition with b
+    mul_node = next(line.split('"')[3] for line in graph.dot.splitlines() if line.strip().startswith('"w1" ->'))
+    assert mul_node.startswith("mul_")
+    assert f'"{mul_node}" -> "add_' in graph.dot

@@ -1,0 +1,135 @@
+"""A.5: the network's parameters, its PyTorch parity and state dicts."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fundamentals as fm
+
+
+def torch_network(torch, num_inputs, num_outputs):
+    """The book's listing A.4."""
+
+    class NeuralNetwork(torch.nn.Module):
+        def __init__(self, num_inputs, num_outputs):
+            super().__init__()
+            self.layers = torch.nn.Sequential(
+                torch.nn.Linear(num_inputs, 30),
+                torch.nn.ReLU(),
+                torch.nn.Linear(30, 20),
+                torch.nn.ReLU(),
+                torch.nn.Linear(20, num_outputs),
+            )
+
+        def forward(self, x):
+            return self.layers(x)
+
+    return NeuralNetwork(num_inputs, num_outputs)
+
+
+@pytest.mark.parametrize("shape, expected", [((50, 3), 2213), ((2, 2), 752)])
+def test_parameter_counts(torch, shape, expected):
+    model = fm.NeuralNetwork(*shape, key=jax.random.key(0))
+    assert fm.count_parameters(model) == expected
+    reference = torch_network(torch, *shape)
+    assert sum(p.numel() for p in reference.parameters() if p.requires_grad) == expected
+
+
+def test_state_dict_keys_and_shapes_are_torchs(torch):
+    model = fm.NeuralNetwork(50, 3, key=jax.random.key(1))
+    ours = {k: v.shape for k, v in fm.state_dict(model).items()}
+    theirs = {k: tuple(v.shape) for k, v in torch_network(torch, 50, 3).state_dict().items()}
+    assert ours == theirs
+    assert list(ours) == list(theirs)
+
+
+def test_book_seeded_network_outputs(torch):
+    torch.manual_seed(123)
+    reference = torch_network(torch, 50, 3)
+    torch.manual_seed(123)  # the book seeds again before drawing its input
+    X = torch.rand((1, 50))
+    with torch.no_grad():
+        expected = reference(X).numpy()
+    # the book prints tensor([[-0.1262,  0.1080, -0.1792]])
+    np.testing.assert_allclose(expected, [[-0.1262, 0.1080, -0.1792]], atol=5e-5)
+
+    model = fm.load_state_dict(fm.NeuralNetwork(50, 3, key=jax.random.key(0)), reference.state_dict())
+    got = np.asarray(model(X.numpy()))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    # one example without a batch axis gives the same row
+    np.testing.assert_allclose(np.asarray(model(X.numpy()[0])), expected[0], atol=1e-6)
+
+
+def test_state_dict_round_trips_through_torch(torch):
+    model = fm.NeuralNetwork(2, 2, key=jax.random.key(7))
+    reference = torch_network(torch, 2, 2)
+    reference.load_state_dict({k: torch.from_numpy(v) for k, v in fm.state_dict(model).items()})
+    X = np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(np.asarray(model(X)), expected, atol=1e-6)
+
+
+def test_initialisation_follows_torchs_bounds():
+    model = fm.NeuralNetwork(50, 3, key=jax.random.key(3))
+    for layer, fan_in in zip(model.layers[::2], (50, 30, 20)):
+        bound = 1 / np.sqrt(fan_in)
+        assert float(jnp.abs(layer.weight).max()) <= bound
+        assert float(jnp.abs(layer.bias).max()) <= bound
+        # U(-b, b) has standard deviation b / sqrt(3)
+        assert float(jnp.std(layer.weight)) == pytest.approx(bound / np.sqrt(3), rel=0.15)
+
+
+def test_same_key_same_bits():
+    a = fm.state_dict(fm.NeuralNetwork(2, 2, key=jax.random.key(123)))
+    b = fm.state_dict(fm.NeuralNetwork(2, 2, key=jax.random.key(123)))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_mismatched_state_dict_is_a_clear_error_and_model_unchanged():
+    model = fm.NeuralNetwork(2, 2, key=jax.random.key(0))
+    before = fm.state_dict(model)
+    good = fm.state_dict(fm.NeuralNetwork(2, 2, key=jax.random.key(1)))
+
+    wrong_shape = dict(good, **{"layers.4.weight": np.zeros((3, 20), np.float32)})
+    with pytest.raises(ValueError, match=r"layers\.4\.weight.*\(3, 20\).*\(2, 20\)"):
+        fm.load_state_dict(model, wrong_shape)
+    missing = {k: v for k, v in good.items() if k != "layers.2.bias"}
+    with pytest.raises(ValueError, match=r"missing.*layers\.2\.bias"):
+        fm.load_state_dict(model, missing)
+    with pytest.raises(ValueError, match=r"unexpected.*extra"):
+        fm.load_state_dict(model, dict(good, extra=np.zeros(1)))
+    with pytest.raises(TypeError, match="mapping"):
+        fm.load_state_dict(model, [1, 2])
+    after = fm.state_dict(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    # strict=False keeps what is missing and ignores what is extra
+    partial = fm.load_state_dict(model, dict(missing, extra=np.zeros(1)), strict=False)
+    np.testing.assert_array_equal(fm.state_dict(partial)["layers.2.bias"], before["layers.2.bias"])
+    np.testing.assert_array_equal(fm.state_dict(partial)["layers.0.weight"], good["layers.0.weight"])
+
+
+def test_bad_input_shape_names_the_shape():
+    model = fm.NeuralNetwork(2, 2, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"\(batch, 2\).*\(4, 3\)"):
+        model(jnp.ones((4, 3)))
+
+
+def test_repr_reads_like_torch(torch):
+    ours = repr(fm.NeuralNetwork(50, 3, key=jax.random.key(0)))
+    theirs = repr(torch_network(torch, 50, 3))
+    assert ours == theirs
+
+
+def test_dropout_needs_key_in_training_and_not_in_inference(torch):
+    model = fm.NeuralNetwork(4, 2, key=jax.random.key(0), dropout=0.5)
+    keys = list(fm.state_dict(model))
+    assert keys[2] == "layers.3.weight"  # Linear, ReLU, Dropout, Linear: torch's indices
+    x = jnp.ones((8, 4))
+    a = model(x, key=jax.random.key(1))
+    b = model(x, key=jax.random.key(2))
+    assert not np.allclose(np.asarray(a), np.asarray(b))
+    inference = eqx.nn.inference_mode(model)
+    np.testing.assert_allclose(np.asarray(inference(x)), np.asarray(inference(x)))
