@@ -15,3 +15,15 @@ from .autograd import (
     logistic_regression_loss,
 )
 from .nn import NeuralNetwork, ReLU, count_parameters, load_state_dict, state_dict
+from .data import (
+    ArrayDataset,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    SamplerIndexError,
+    ToyDataset,
+    default_collate,
+    toy_data,
+)
+from .checkpoint import CheckpointError, load_model, save_model
+from .train import TrainingDivergedError, compute_accuracy, fit, predict, predict_proba

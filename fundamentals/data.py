@@ -1,0 +1,703 @@
+"""Datasets and a `torch.utils.data.DataLoader` over host NumPy arrays (appendix A.6).
+
+The book wraps its tensors in a map-style `Dataset` (anything with `__len__` and
+`__getitem__`) and lets a `DataLoader` shuffle, batch and collate them. The same objects
+exist here, with the same arguments and the same observable behaviour, but the batches are
+NumPy arrays that stay on the host until a jitted step takes them as input:
+
+=====================================================  ==============================================
+PyTorch                                                `fundamentals`
+=====================================================  ==============================================
+``class ToyDataset(Dataset)`` / ``TensorDataset(X, y)``  ``ArrayDataset(X, y)`` (also ``ToyDataset``)
+``torch.manual_seed(123)``                             ``DataLoader(..., seed=123)``
+``DataLoader(ds, batch_size=2, shuffle=True)``          ``DataLoader(ds, batch_size=2, shuffle=True, seed=123)``
+``DataLoader(ds, ..., drop_last=True)``                ``DataLoader(ds, ..., drop_last=True)``
+``DataLoader(ds, sampler=DistributedSampler(ds))``      ``DataLoader(ds, sampler=DistributedSampler(ds))``
+``sampler.set_epoch(epoch)``                           ``sampler.set_epoch(epoch)``
+``for X, y in loader:`` (tensors)                      ``for X, y in loader:`` (NumPy arrays)
+=====================================================  ==============================================
+
+Two things differ on purpose:
+
+- **Speed.** `torch.utils.data.DataLoader` fetches a batch one item at a time and stacks the
+  items. An `ArrayDataset` batch is one fancy-indexing gather per array, so an epoch costs
+  about as much as copying the data once.
+- **Randomness.** PyTorch shuffles with the global torch generator. Here the shuffling
+  generator is a `numpy.random.Generator` owned by the loader and derived from `seed`, so two
+  loaders with the same seed give the same batches whatever else the program draws, and
+  `state_dict()` / `load_state_dict()` checkpoint it. The permutations are not PyTorch's
+  numbers (the generators differ), only its semantics.
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import concurrent.futures
+import copy
+import math
+from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
+
+import jax
+import numpy as np
+
+__all__ = [
+    "Dataset",
+    "ArrayDataset",
+    "ToyDataset",
+    "toy_data",
+    "default_collate",
+    "DataLoader",
+    "DistributedSampler",
+    "SamplerIndexError",
+]
+
+
+def toy_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The appendix's toy classification data: five training and two test points.
+
+    Replaces the book's `X_train = torch.tensor([[-1.2, 3.1], ...])` and friends.
+
+    **Returns:**
+
+    `(X_train, y_train, X_test, y_test)` as NumPy arrays: features `float32` of shape `(5, 2)`
+    and `(2, 2)`, labels `int64` of shape `(5,)` and `(2,)` (PyTorch's dtypes for the book's
+    `torch.tensor` calls).
+    """
+    X_train = np.array([[-1.2, 3.1], [-0.9, 2.9], [-0.5, 2.6], [2.3, -1.1], [2.7, -1.5]], dtype=np.float32)
+    y_train = np.array([0, 0, 0, 1, 1], dtype=np.int64)
+    X_test = np.array([[-0.8, 2.8], [2.6, -1.6]], dtype=np.float32)
+    y_test = np.array([0, 1], dtype=np.int64)
+    return X_train, y_train, X_test, y_test
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A map-style dataset: anything with `__len__` and `__getitem__(index)`.
+
+    The protocol behind `torch.utils.data.Dataset`. The book's `ToyDataset` satisfies it as
+    written, without subclassing anything; `DataLoader` calls `dataset[i]` for `i` in
+    `range(len(dataset))` (in the sampler's order) and collates the items.
+    """
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index): ...
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+class ArrayDataset:
+    """A dataset over arrays of equal length: item `i` is `(arrays[0][i], arrays[1][i], ...)`.
+
+    Replaces `torch.utils.data.TensorDataset(X, y)` and the book's `ToyDataset(X, y)`
+    (`ToyDataset` is another name for this class). Indexing with an integer array returns the
+    whole batch at once, one gather per array; that is the path `DataLoader` takes, so a
+    batch never loops over items in Python.
+
+    ```python
+    ds = ArrayDataset(X_train, y_train)
+    len(ds)                 # 5
+    ds[0]                   # (array([-1.2,  3.1], dtype=float32), 0)
+    ds[np.array([3, 0])]    # (X_train[[3, 0]], y_train[[3, 0]])
+    ```
+
+    **Arguments:**
+
+    - `*arrays`: one or more array-likes (NumPy, JAX or CPU PyTorch arrays, nested lists)
+      with the same length along the first axis. NumPy arrays are kept as they are, not
+      copied; anything else is converted with `numpy.asarray`.
+
+    **Raises:**
+
+    `ValueError` if no array is given, an array has no first axis, or the lengths differ.
+    """
+
+    def __init__(self, *arrays):
+        if not arrays:
+            raise ValueError("ArrayDataset: arrays must hold at least one array, got none")
+        converted = []
+        for position, array in enumerate(arrays):
+            if hasattr(array, "detach") and hasattr(array, "cpu"):  # a torch.Tensor, without importing torch
+                array = array.detach().cpu().numpy()
+            array = np.asarray(array)
+            if array.ndim == 0:
+                raise ValueError(f"ArrayDataset: arrays[{position}] must have a first (batch) axis, got a scalar")
+            converted.append(array)
+        lengths = [array.shape[0] for array in converted]
+        if len(set(lengths)) > 1:
+            shapes = ", ".join(f"arrays[{i}]: {tuple(a.shape)}" for i, a in enumerate(converted))
+            raise ValueError(f"ArrayDataset: arrays must have the same length along the first axis, got {shapes}")
+        self.arrays: tuple[np.ndarray, ...] = tuple(converted)
+
+    def __len__(self) -> int:
+        return int(self.arrays[0].shape[0])
+
+    def __getitem__(self, index):
+        """Item `index` as a tuple with one entry per array, or a batch for an index array.
+
+        **Arguments:**
+
+        - `index`: an int (negative counts from the end, as in PyTorch), a slice, or an
+          integer array / list of indices.
+
+        **Returns:**
+
+        A tuple `(arrays[0][index], arrays[1][index], ...)`. For an index array each entry
+        is the gathered batch, `arrays[k][index]`.
+        """
+        length = len(self)
+        if _is_int(index):
+            if not -length <= index < length:
+                raise IndexError(f"ArrayDataset: index {int(index)} is out of range for a dataset of length {length}")
+            return tuple(array[index] for array in self.arrays)
+        if isinstance(index, slice):
+            return tuple(array[index] for array in self.arrays)
+        indices = np.asarray(index)
+        if indices.dtype.kind not in "iu":
+            raise TypeError(
+                f"ArrayDataset: index must be an int, a slice or an integer array, got {type(index).__name__}"
+                f" of dtype {indices.dtype}"
+            )
+        try:
+            # Plain fancy indexing: one gather per array, measured as fast as np.take here.
+            return tuple(array[indices] for array in self.arrays)
+        except IndexError:
+            bad = indices[(indices < -length) | (indices >= length)]
+            raise IndexError(
+                f"ArrayDataset: index {int(bad.flat[0])} is out of range for a dataset of length {length}"
+            ) from None
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{a.dtype}{list(a.shape)}" for a in self.arrays)
+        return f"ArrayDataset({shapes})"
+
+
+ToyDataset = ArrayDataset
+
+
+class SamplerIndexError(IndexError, ValueError):
+    """A sampler gave an index outside `[0, len(dataset))`.
+
+    Both an `IndexError` (what PyTorch raises when the dataset is indexed) and a `ValueError`
+    (this library's convention for bad arguments), so either `except` catches it.
+    """
+
+
+def default_collate(batch: list):
+    """Stack a list of dataset items into one batch, as `torch.utils.data.default_collate`.
+
+    **Arguments:**
+
+    - `batch`: a non-empty list of items, all with the same structure.
+
+    **Returns:**
+
+    The items merged along a new first axis, recursively:
+
+    - arrays (NumPy, JAX, PyTorch: anything with `__array__`) and NumPy scalars are stacked
+      with `numpy.stack`, keeping their dtype;
+    - Python ints become `int64` arrays, floats `float64`, bools `bool` (PyTorch's dtypes);
+    - strings and bytes stay a list;
+    - a dict gives a dict of collated values, a named tuple the same named tuple;
+    - a tuple gives a **tuple** of collated fields (PyTorch gives a list here; a tuple keeps
+      the batches of a generic dataset the same type as an `ArrayDataset`'s), a list a list.
+
+    **Raises:**
+
+    `TypeError` for an item of another type; `ValueError` if items have different shapes,
+    lengths or keys.
+    """
+    if not isinstance(batch, (list, tuple)) or len(batch) == 0:
+        raise ValueError(f"default_collate: batch must be a non-empty list of items, got {batch!r}")
+    elem = batch[0]
+    if isinstance(elem, (bool, np.bool_)):
+        return np.array(batch, dtype=np.bool_)
+    if isinstance(elem, int):
+        return np.array(batch, dtype=np.int64)
+    if isinstance(elem, float):
+        return np.array(batch, dtype=np.float64)
+    if isinstance(elem, (str, bytes)):
+        return list(batch)
+    if isinstance(elem, (np.ndarray, np.generic)) or hasattr(elem, "__array__"):
+        arrays = [np.asarray(item) for item in batch]
+        if arrays[0].dtype.kind in "OUS":
+            raise TypeError(f"default_collate: cannot stack arrays of dtype {arrays[0].dtype}")
+        shapes = {item.shape for item in arrays}
+        if len(shapes) > 1:
+            raise ValueError(f"default_collate: items must have the same shape to be stacked, got shapes {sorted(shapes)}")
+        return np.stack(arrays)
+    if isinstance(elem, collections.abc.Mapping):
+        keys = list(elem.keys())
+        for item in batch:
+            if not isinstance(item, collections.abc.Mapping) or set(item.keys()) != set(keys):
+                raise ValueError(f"default_collate: every dict item must have the keys {keys}, got {item!r}")
+        return {key: default_collate([item[key] for item in batch]) for key in keys}
+    if isinstance(elem, tuple) and hasattr(elem, "_fields"):  # a named tuple
+        return type(elem)(*(default_collate(list(field)) for field in zip(*batch)))
+    if isinstance(elem, collections.abc.Sequence):
+        if any(len(item) != len(elem) for item in batch):
+            raise ValueError("default_collate: each item in the batch must have the same length")
+        fields = [default_collate(list(field)) for field in zip(*batch)]
+        return tuple(fields) if isinstance(elem, tuple) else fields
+    raise TypeError(
+        "default_collate: items must be arrays, numbers, strings, dicts or sequences of those; "
+        f"found {type(elem).__name__}"
+    )
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
+
+
+def _sampler_order(sampler, dataset_length: int) -> np.ndarray:
+    """One pass over `sampler` as a 1-D int64 array, checked against the dataset length."""
+    if isinstance(sampler, DistributedSampler) and type(sampler).__iter__ is DistributedSampler.__iter__:
+        order = sampler.indices()  # the array __iter__ would list, without a Python loop
+    elif isinstance(sampler, np.ndarray):
+        order = sampler
+    else:
+        try:
+            order = np.asarray([int(i) if hasattr(i, "__index__") else i for i in sampler])
+        except ValueError:  # ragged items, e.g. a batch sampler's lists
+            raise TypeError("DataLoader: sampler must yield integer indices, one at a time") from None
+    if order.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if order.ndim != 1 or order.dtype.kind not in "iu":
+        raise TypeError(
+            "DataLoader: sampler must yield integer indices, one at a time; "
+            f"got items of dtype {order.dtype} and shape {order.shape[1:]}"
+        )
+    order = order.astype(np.int64, copy=False)
+    low, high = int(order.min()), int(order.max())
+    if low < 0 or high >= dataset_length:
+        bad = low if low < 0 else high
+        raise SamplerIndexError(
+            f"DataLoader: sampler gave index {bad}, out of range for a dataset of length {dataset_length}"
+        )
+    return order
+
+
+def _fetch_items(dataset, indices: np.ndarray, collate_fn):
+    # PyTorch's map-style fetcher: one dataset[i] per index, then collate.
+    return collate_fn([dataset[int(i)] for i in indices])
+
+
+def _fetch_arrays(dataset: ArrayDataset, indices: np.ndarray):
+    return dataset[indices]
+
+
+def _json_state(state):
+    """numpy's bit_generator.state with arrays (MT19937's key) turned into lists."""
+    if isinstance(state, dict):
+        return {key: _json_state(value) for key, value in state.items()}
+    if isinstance(state, np.ndarray):
+        return state.tolist()
+    if isinstance(state, np.integer):
+        return int(state)
+    return state
+
+
+class DataLoader:
+    """Batches of a dataset, shuffled and collated, with `torch.utils.data.DataLoader` semantics.
+
+    Replaces `torch.utils.data.DataLoader(dataset, batch_size, shuffle, sampler, num_workers,
+    collate_fn, drop_last)`, with `seed` in place of `torch.manual_seed` / `generator`.
+
+    ```python
+    X_train, y_train, _, _ = toy_data()
+    loader = DataLoader(ArrayDataset(X_train, y_train), batch_size=2, shuffle=True, seed=123)
+    len(loader)             # 3, the last batch holds one example
+    for X, y in loader:     # NumPy arrays: X float32 (2, 2), y int64 (2,)
+        ...
+    ```
+
+    What a PyTorch user sees is the same:
+
+    - `len(loader)` is `ceil(n / batch_size)`, or `floor` with `drop_last`, where `n` is
+      `len(sampler)` if a sampler is given, else `len(dataset)`.
+    - Every `iter(loader)` with `shuffle=True` draws a new permutation; the sequence of
+      epochs is fixed by `seed`.
+    - A `sampler` is any iterable of indices with a length (a list, a `DistributedSampler`),
+      iterated afresh every epoch.
+    - An `ArrayDataset` gives `(features, labels)` tuples of arrays; another dataset's items
+      are merged by `collate_fn`, `default_collate` by default.
+
+    **Arguments:**
+
+    - `dataset`: a map-style dataset (`__len__` and `__getitem__`), usually an `ArrayDataset`.
+    - `batch_size`: examples per batch, a positive int.
+    - `shuffle`: draw a new random order every epoch. Not allowed together with `sampler`.
+    - `sampler`: an iterable of indices with `__len__`, giving the order of each epoch.
+    - `drop_last`: drop the last batch if it is smaller than `batch_size`.
+    - `seed`: an int, a `numpy.random.Generator` (used as it is, and advanced), or None for a
+      random seed (PyTorch's behaviour without `manual_seed`).
+    - `num_workers`: if above 0, this many background threads prepare the next batches
+      (threads, not processes: the gathers release the GIL and nothing is pickled). Batches
+      come in the same order as with 0. The dataset must be safe to read from threads.
+    - `collate_fn`: merges a list of items into a batch. Given, it is called exactly as in
+      PyTorch, `collate_fn([dataset[i] for i in batch_indices])`, even for an `ArrayDataset`.
+
+    **Raises:**
+
+    `TypeError` / `ValueError` naming the argument for a dataset without `__len__` or
+    `__getitem__`, an empty dataset, a `batch_size` that is not a positive int, `shuffle`
+    with a `sampler`, a sampler without a length, a negative `num_workers`, a bad `seed`;
+    `SamplerIndexError` (an `IndexError` and a `ValueError`) when a sampler gives an index
+    out of range.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        sampler: Iterable[int] | None = None,
+        drop_last: bool = False,
+        seed: int | np.random.Generator | None = None,
+        num_workers: int = 0,
+        collate_fn: Callable[[list], Any] | None = None,
+    ):
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise TypeError(
+                f"DataLoader: dataset must be a map-style dataset with __len__ and __getitem__, "
+                f"got {type(dataset).__name__}"
+            )
+        if len(dataset) == 0:
+            raise ValueError("DataLoader: dataset is empty (len(dataset) == 0); there is nothing to load")
+        if batch_size is None:
+            raise TypeError("DataLoader: batch_size must be a positive int; batch_size=None (no batching) is not supported")
+        batch_size = _check_int("DataLoader: batch_size", batch_size, 1)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"DataLoader: shuffle must be a bool, got {type(shuffle).__name__}")
+        if not isinstance(drop_last, (bool, np.bool_)):
+            raise TypeError(f"DataLoader: drop_last must be a bool, got {type(drop_last).__name__}")
+        if sampler is not None:
+            if shuffle:
+                raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle (shuffle=True)")
+            if not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
+                raise TypeError(
+                    f"DataLoader: sampler must be an iterable of indices with __len__, got {type(sampler).__name__}"
+                )
+        num_workers = _check_int("DataLoader: num_workers", num_workers, 0)
+        if collate_fn is not None and not callable(collate_fn):
+            raise TypeError(f"DataLoader: collate_fn must be callable, got {type(collate_fn).__name__}")
+        if isinstance(seed, np.random.Generator):
+            rng = seed
+        elif seed is None:
+            rng = np.random.default_rng()
+        elif _is_int(seed):
+            if seed < 0:
+                raise ValueError(f"DataLoader: seed must be a non-negative int, got {seed!r}")
+            rng = np.random.default_rng(int(seed))
+        else:
+            raise TypeError(f"DataLoader: seed must be an int, a numpy.random.Generator or None, got {type(seed).__name__}")
+
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = bool(shuffle)
+        self.sampler = sampler
+        self.drop_last = bool(drop_last)
+        self.seed = seed
+        self.num_workers = num_workers
+        self.collate_fn = collate_fn
+        self._rng = rng
+
+    def __len__(self) -> int:
+        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
+        if self.drop_last:
+            return n // self.batch_size
+        return -(-n // self.batch_size)
+
+    def epoch_indices(self) -> list[np.ndarray]:
+        """The batches of indices of the next epoch, as one `iter(loader)` would draw them.
+
+        Advances the loader's generator (with `shuffle=True`) or iterates the sampler once,
+        exactly as `iter(loader)` does; `iter(loader)` is built on this method, so gathering
+        `dataset[idx]` for each returned `idx` gives the batches iteration would have given.
+        A training loop uses it to run a whole epoch inside one compiled `lax.scan`.
+
+        **Returns:**
+
+        A list of 1-D `int64` arrays, one per batch, the last one shorter unless `drop_last`.
+        """
+        n = len(self.dataset)
+        if self.sampler is not None:
+            order = _sampler_order(self.sampler, n)
+        elif self.shuffle:
+            order = self._rng.permutation(n)
+        else:
+            order = np.arange(n, dtype=np.int64)
+        order = order.astype(np.int64, copy=False)
+        size = self.batch_size
+        stop = (len(order) // size) * size if self.drop_last else len(order)
+        return [order[start : min(start + size, stop)] for start in range(0, stop, size)]
+
+    def _fetcher(self) -> Callable[[np.ndarray], Any]:
+        if (
+            self.collate_fn is None
+            and isinstance(self.dataset, ArrayDataset)
+            and type(self.dataset).__getitem__ is ArrayDataset.__getitem__
+        ):
+            dataset = self.dataset
+            return lambda indices: _fetch_arrays(dataset, indices)
+        dataset, collate = self.dataset, self.collate_fn or default_collate
+        return lambda indices: _fetch_items(dataset, indices, collate)
+
+    def __iter__(self) -> Iterator:
+        batches = self.epoch_indices()  # drawn now, as torch draws its order when iteration starts
+        if self.num_workers == 0:
+            return _SerialIterator(batches, self._fetcher())
+        return _ThreadedIterator(batches, self._fetcher(), self.num_workers)
+
+    def state_dict(self) -> dict:
+        """The loader's position in its sequence of epochs, as a JSON-serialisable dict.
+
+        Holds the shuffling generator's `bit_generator.state` and, if the sampler has an
+        `epoch` (a `DistributedSampler`), that epoch. `load_state_dict` on a loader over the
+        same dataset then continues with exactly the epochs this one would produce next.
+        """
+        state = {"rng": _json_state(self._rng.bit_generator.state)}
+        if self.sampler is not None and hasattr(self.sampler, "epoch"):
+            state["sampler_epoch"] = int(self.sampler.epoch)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the generator state (and the sampler's epoch) saved by `state_dict`.
+
+        **Raises:**
+
+        `TypeError` if `state` is not a dict; `ValueError` naming the key if `rng` is missing
+        or belongs to another kind of bit generator than this loader's.
+        """
+        if not isinstance(state, collections.abc.Mapping):
+            raise TypeError(f"DataLoader.load_state_dict: state must be a dict, got {type(state).__name__}")
+        if "rng" not in state:
+            raise ValueError(f"DataLoader.load_state_dict: state has no key 'rng', got keys {sorted(state)}")
+        rng_state = copy.deepcopy(dict(state["rng"]))
+        expected = type(self._rng.bit_generator).__name__
+        if rng_state.get("bit_generator") != expected:
+            raise ValueError(
+                f"DataLoader.load_state_dict: state['rng'] is for bit generator "
+                f"{rng_state.get('bit_generator')!r}, this loader uses {expected!r}"
+            )
+        if isinstance(rng_state.get("state"), dict) and isinstance(rng_state["state"].get("key"), list):
+            rng_state["state"]["key"] = np.asarray(rng_state["state"]["key"], dtype=np.uint32)  # MT19937
+        try:
+            self._rng.bit_generator.state = rng_state
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError(f"DataLoader.load_state_dict: state['rng'] is not a valid {expected} state: {error}") from None
+        if "sampler_epoch" in state:
+            if self.sampler is None or not hasattr(self.sampler, "set_epoch"):
+                raise ValueError(
+                    "DataLoader.load_state_dict: state has 'sampler_epoch' but this loader's sampler has no set_epoch"
+                )
+            self.sampler.set_epoch(int(state["sampler_epoch"]))
+
+    def __repr__(self) -> str:
+        return (
+            f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"drop_last={self.drop_last}, num_workers={self.num_workers})"
+        )
+
+
+class _SerialIterator:
+    def __init__(self, batches: list[np.ndarray], fetch):
+        self._batches = iter(batches)
+        self._fetch = fetch
+        self._length = len(batches)
+
+    def __iter__(self):
+        return self
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __next__(self):
+        return self._fetch(next(self._batches))
+
+
+class _ThreadedIterator:
+    """Batches prepared by a thread pool, handed out in submission order.
+
+    At most `2 * num_workers` batches are in flight (PyTorch's default `prefetch_factor=2`).
+    Breaking out of the loop drops the iterator; `__del__` then cancels what is queued and
+    joins the threads, so none outlives the loop.
+    """
+
+    prefetch_factor = 2
+
+    def __init__(self, batches: list[np.ndarray], fetch, num_workers: int):
+        self._batches = iter(batches)
+        self._length = len(batches)
+        self._fetch = fetch
+        self._pending: collections.deque = collections.deque()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=num_workers, thread_name_prefix="fundamentals-DataLoader"
+        )
+        for _ in range(self.prefetch_factor * num_workers):
+            if not self._submit():
+                break
+
+    def _submit(self) -> bool:
+        indices = next(self._batches, None)
+        if indices is None:
+            return False
+        # Submit a plain function, not a bound method: a queued task must not keep the
+        # iterator alive, or breaking out of a loop would not shut the threads down.
+        self._pending.append(self._executor.submit(self._fetch, indices))
+        return True
+
+    def __iter__(self):
+        return self
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __next__(self):
+        if not self._pending:
+            self.close()
+            raise StopIteration
+        future = self._pending.popleft()
+        try:
+            batch = future.result()
+        except BaseException:
+            self.close()
+            raise
+        self._submit()
+        return batch
+
+    def close(self) -> None:
+        """Cancel the batches not yet started and join the worker threads."""
+        executor = self.__dict__.pop("_executor", None)
+        if executor is None:
+            return
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._batches = iter(())
+        executor.shutdown(wait=True, cancel_futures=True)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit the threading module may be gone
+            pass
+
+
+class DistributedSampler:
+    """The indices one process (rank) loads, with `torch.utils.data.DistributedSampler` semantics.
+
+    Replaces `torch.utils.data.distributed.DistributedSampler`. Each epoch:
+
+    1. the order is `numpy.random.default_rng(seed + epoch).permutation(n)` with `shuffle`
+       (PyTorch uses `torch.randperm` with the same seed: same semantics, other numbers),
+       else `0, 1, ..., n - 1`;
+    2. the list is padded by repeating its head to `total_size`, a multiple of
+       `num_replicas` (or, with `drop_last`, cut to the largest multiple);
+    3. rank `r` takes every `num_replicas`-th index starting at `r`.
+
+    Call `set_epoch(epoch)` before each epoch for a new shuffle, as in PyTorch; without it
+    every epoch repeats the same order.
+
+    ```python
+    sampler = DistributedSampler(ds, num_replicas=2, rank=0, shuffle=True, seed=0)
+    loader = DataLoader(ds, batch_size=2, sampler=sampler)
+    for epoch in range(num_epochs):
+        sampler.set_epoch(epoch)
+        for X, y in loader: ...
+    ```
+
+    **Arguments:**
+
+    - `dataset`: anything with `__len__`.
+    - `num_replicas`: the number of processes; defaults to `jax.process_count()`.
+    - `rank`: this process's rank in `[0, num_replicas)`; defaults to `jax.process_index()`.
+    - `shuffle`: shuffle the order each epoch.
+    - `seed`: a non-negative int, the same on every rank.
+    - `drop_last`: cut the tail instead of padding so every rank has the same count.
+
+    **Raises:**
+
+    `ValueError` naming the argument for `rank` outside `[0, num_replicas)`, a
+    `num_replicas` below 1, a negative `seed`, an empty dataset; `TypeError` for a dataset
+    without `__len__` or arguments of the wrong type.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
+        if not hasattr(dataset, "__len__"):
+            raise TypeError(f"DistributedSampler: dataset must have __len__, got {type(dataset).__name__}")
+        if len(dataset) == 0:
+            raise ValueError("DistributedSampler: dataset is empty (len(dataset) == 0)")
+        if num_replicas is None:
+            num_replicas = jax.process_count()
+        if rank is None:
+            rank = jax.process_index()
+        num_replicas = _check_int("DistributedSampler: num_replicas", num_replicas, 1)
+        if not _is_int(rank):
+            raise TypeError(f"DistributedSampler: rank must be an int, got {type(rank).__name__}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(
+                f"DistributedSampler: invalid rank {rank}, rank should be in the interval [0, {num_replicas - 1}] "
+                f"(num_replicas={num_replicas})"
+            )
+        seed = _check_int("DistributedSampler: seed", seed, 0)
+        self.dataset = dataset
+        self.num_replicas = num_replicas
+        self.rank = int(rank)
+        self.shuffle = bool(shuffle)
+        self.seed = seed
+        self.drop_last = bool(drop_last)
+        self.epoch = 0
+        n = len(dataset)
+        if self.drop_last and n % num_replicas != 0:
+            # PyTorch's formula: the largest multiple of num_replicas that fits, split evenly.
+            self.num_samples = math.ceil((n - num_replicas) / num_replicas)
+        else:
+            self.num_samples = math.ceil(n / num_replicas)
+        self.total_size = self.num_samples * num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use `seed + epoch` for the next shuffle. Call before each epoch, as in PyTorch."""
+        self.epoch = _check_int("DistributedSampler.set_epoch: epoch", epoch, 0)
+
+    def indices(self) -> np.ndarray:
+        """This rank's indices for the current epoch, as a 1-D `int64` array."""
+        n = len(self.dataset)
+        if self.shuffle:
+            order = np.random.default_rng(self.seed + self.epoch).permutation(n).astype(np.int64)
+        else:
+            order = np.arange(n, dtype=np.int64)
+        if self.drop_last:
+            order = order[: self.total_size]
+        else:
+            padding = self.total_size - n
+            order = np.concatenate([order, np.resize(order, padding)]) if padding else order
+        return order[self.rank : self.total_size : self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices().tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __repr__(self) -> str:
+        return (
+            f"DistributedSampler(num_replicas={self.num_replicas}, rank={self.rank}, shuffle={self.shuffle}, "
+            f"seed={self.seed}, drop_last={self.drop_last}, epoch={self.epoch})"
+        )
