@@ -140,7 +140,7 @@ class NeuralNetwork(eqx.Module):
 
     def _batched(self, x, key):
         # With dropout each example needs its own mask: split the key across the batch.
-        if key is None:
+        if key is None or self.dropout == 0:
             return jax.vmap(lambda row: self._forward(row, None))(x)
         keys = jax.random.split(key, x.shape[0])
         return jax.vmap(self._forward)(x, keys)
@@ -245,6 +245,8 @@ def load_state_dict(model, state_dict: Mapping, strict: bool = True):
                 f"load_state_dict: shape mismatch for key {key!r}: the state dict has {tuple(value.shape)}, "
                 f"the model has {tuple(current.shape)}"
             )
-        new_leaves.append(jnp.asarray(value, dtype=current.dtype))
+        # A copy: jnp.asarray may alias NumPy (and so torch) memory on the CPU, and a torch
+        # optimizer step would then change this "immutable" model behind its back.
+        new_leaves.append(jnp.array(value, dtype=current.dtype, copy=True))
     params = jax.tree_util.tree_unflatten(treedef, new_leaves)
     return eqx.combine(params, static)

@@ -8,25 +8,7 @@ import pytest
 
 import fundamentals as fm
 
-
-def torch_network(torch, num_inputs, num_outputs):
-    """The book's listing A.4."""
-
-    class NeuralNetwork(torch.nn.Module):
-        def __init__(self, num_inputs, num_outputs):
-            super().__init__()
-            self.layers = torch.nn.Sequential(
-                torch.nn.Linear(num_inputs, 30),
-                torch.nn.ReLU(),
-                torch.nn.Linear(30, 20),
-                torch.nn.ReLU(),
-                torch.nn.Linear(20, num_outputs),
-            )
-
-        def forward(self, x):
-            return self.layers(x)
-
-    return NeuralNetwork(num_inputs, num_outputs)
+from helpers import torch_network
 
 
 @pytest.mark.parametrize("shape, expected", [((50, 3), 2213), ((2, 2), 752)])
@@ -133,3 +115,14 @@ def test_dropout_needs_key_in_training_and_not_in_inference(torch):
     assert not np.allclose(np.asarray(a), np.asarray(b))
     inference = eqx.nn.inference_mode(model)
     np.testing.assert_allclose(np.asarray(inference(x)), np.asarray(inference(x)))
+
+
+def test_loaded_model_does_not_alias_torch_memory(torch):
+    # jnp.asarray can share NumPy's (and so torch's) memory on the CPU; an in-place torch
+    # optimizer step must not change a model that was loaded from it.
+    reference = torch_network(torch, 2, 2)
+    model = fm.load_state_dict(fm.NeuralNetwork(2, 2, key=jax.random.key(0)), reference.state_dict())
+    before = fm.state_dict(model)["layers.0.weight"].copy()
+    with torch.no_grad():
+        reference.layers[0].weight.add_(1.0)
+    np.testing.assert_array_equal(fm.state_dict(model)["layers.0.weight"], before)
