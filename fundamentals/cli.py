@@ -12,16 +12,183 @@ class CLIError(Exception):
     """A user error: printed as one line, exit code 2, no traceback."""
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# Per data set: the book's settings for its toy data, and ones that train the others in seconds.
+_DEFAULTS = {
+    "toy": {"epochs": 3, "lr": 0.5, "batch_size": 2, "drop_last": True},
+    "other": {"epochs": 20, "lr": 0.1, "batch_size": 32, "drop_last": False},
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes like 30,20, got {text!r}") from None
+    if not sizes or any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
+    return sizes
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fundamentals",
         description="Appendix A of 'Build a Large Language Model (From Scratch)', in JAX.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{train,bench,doctor}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,bench,doctor}", parser_class=_Parser)
     commands.required = True
+
+    train = commands.add_parser(
+        "train",
+        help="train the book's network (by default: the book's toy data, 3 epochs, SGD lr 0.5)",
+        description="Train the book's NeuralNetwork. With no options: the appendix's run on its toy data.",
+    )
+    train.add_argument("--data", default="toy", help="toy (default), digits, FILE.csv or FILE.npz")
+    train.add_argument("--target", help="CSV: the label column's name (default: the last column)")
+    train.add_argument("--epochs", type=_positive_int, help="epochs (toy: 3, others: 20)")
+    train.add_argument("--lr", type=_positive_float, help="SGD learning rate (toy: 0.5, others: 0.1)")
+    train.add_argument("--batch-size", type=_positive_int, help="batch size (toy: 2, others: 32)")
+    train.add_argument("--hidden", type=_hidden, default=(30, 20), help="hidden layer sizes (default 30,20)")
+    train.add_argument("--seed", type=int, default=123, help="seed for the parameters and the batch order (123)")
+    train.add_argument("--out", default="model.safetensors", help="where to save the model (model.safetensors)")
+    train.add_argument("--checkpoint", help="save training state here after every epoch")
+    train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    train.add_argument("--plot", help="save the loss curve to this PNG file (needs matplotlib)")
+    train.add_argument("--progress", action="store_true", help="show a progress bar")
+    train.add_argument("--quiet", action="store_true", help="no per-step log lines")
+    train.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
+    train.set_defaults(handler=_run_train)
+
     doctor = commands.add_parser("doctor", help="check the installation and list JAX devices")
     doctor.set_defaults(handler=_run_doctor)
     return parser
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import os
+
+    if args.resume and not args.checkpoint:
+        raise CLIError("--resume needs --checkpoint PATH")
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise CLIError(f"--plot must name a .png file, got {args.plot!r}")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):
+        raise CLIError(f"--out folder does not exist: {out_dir}")
+
+    import jax
+    import optax
+
+    from . import checkpoint as checkpoint_module
+    from .data import ArrayDataset, DataLoader
+    from .datasets import load_dataset
+    from .nn import NeuralNetwork, count_parameters
+    from .train import TrainingDivergedError, compute_accuracy, enable_compilation_cache, fit
+
+    if not args.no_cache:
+        enable_compilation_cache()
+    try:
+        split = load_dataset(args.data, target=args.target, seed=args.seed)
+    except (FileNotFoundError, ValueError, ImportError) as error:
+        raise CLIError(str(error)) from None
+    defaults = _DEFAULTS["toy" if args.data == "toy" else "other"]
+    epochs = args.epochs or defaults["epochs"]
+    lr = args.lr or defaults["lr"]
+    batch_size = args.batch_size or defaults["batch_size"]
+    num_classes = int(max(split.y_train.max(), split.y_test.max())) + 1
+    num_features = split.X_train.shape[1]
+    if split.X_test.shape[1] != num_features:
+        raise CLIError(f"test features have {split.X_test.shape[1]} columns, training features {num_features}")
+    drop_last = defaults["drop_last"] and len(split.X_train) >= batch_size
+
+    model = NeuralNetwork(num_features, num_classes, hidden=args.hidden, key=jax.random.key(args.seed))
+    train_loader = DataLoader(
+        ArrayDataset(split.X_train, split.y_train), batch_size=batch_size, shuffle=True, drop_last=drop_last, seed=args.seed
+    )
+    print(
+        f"Data: {split.name}, {len(split.X_train)} train / {len(split.X_test)} test examples, "
+        f"{num_features} features, {num_classes} classes"
+    )
+    print(
+        f"Model: NeuralNetwork({num_features}, {num_classes}, hidden={args.hidden}), "
+        f"{count_parameters(model)} parameters; SGD lr {lr}, batch {batch_size}, {epochs} epochs, seed {args.seed}"
+    )
+    try:
+        model, history = fit(
+            model,
+            optax.sgd(lr),
+            train_loader,
+            num_epochs=epochs,
+            log=None if args.quiet else print,
+            progress=args.progress,
+            checkpoint=args.checkpoint,
+            resume=args.resume,
+            seed=args.seed,
+        )
+    except TrainingDivergedError as error:
+        raise CLIError(str(error)) from None
+    except checkpoint_module.CheckpointError as error:
+        raise CLIError(str(error)) from None
+
+    evaluate = {"Train": (split.X_train, split.y_train), "Test": (split.X_test, split.y_test)}
+    for name, (X, y) in evaluate.items():
+        accuracy = compute_accuracy(model, DataLoader(ArrayDataset(X, y), batch_size=max(batch_size, 256)))
+        print(f"{name} accuracy: {accuracy:.4f}")
+    saved = checkpoint_module.save_model(model, args.out)
+    print(f"Saved model to {saved}")
+    if args.plot:
+        _plot_loss(history["loss"], len(train_loader), args.plot, title=f"{split.name}: training loss")
+        print(f"Saved loss curve to {args.plot}")
+    return 0
+
+
+def _plot_loss(losses, steps_per_epoch: int, path: str, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CLIError("--plot needs matplotlib: pip install matplotlib") from None
+    import numpy as np
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    steps = np.arange(1, len(losses) + 1)
+    axis.plot(steps, losses, lw=1, label="per step")
+    if steps_per_epoch > 1 and len(losses) >= steps_per_epoch:
+        epochs = len(losses) // steps_per_epoch
+        means = np.asarray(losses[: epochs * steps_per_epoch]).reshape(epochs, steps_per_epoch).mean(axis=1)
+        axis.plot(np.arange(1, epochs + 1) * steps_per_epoch, means, "o-", label="epoch mean")
+    axis.set_xlabel("step")
+    axis.set_ylabel("cross-entropy loss")
+    axis.set_title(title)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def _run_doctor(args: argparse.Namespace) -> int:
