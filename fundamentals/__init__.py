@@ -27,3 +27,13 @@ from .data import (
 )
 from .checkpoint import CheckpointError, load_model, save_model
 from .train import TrainingDivergedError, compute_accuracy, fit, predict, predict_proba
+from .parallel import (
+    batch_sharding,
+    check_batch_size,
+    data_mesh,
+    default_device,
+    launch,
+    replicated_sharding,
+    shard_batch,
+    to_device,
+)
