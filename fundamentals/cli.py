@@ -81,7 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--progress", action="store_true", help="show a progress bar")
     train.add_argument("--quiet", action="store_true", help="no per-step log lines")
     train.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
+    train.add_argument(
+        "--num-processes", type=_positive_int, default=1, help="data-parallel processes on this machine (mp.spawn's nprocs)"
+    )
+    train.add_argument(
+        "--devices-per-process", type=_positive_int, default=1, help="devices each process drives (CPU: simulated)"
+    )
     train.set_defaults(handler=_run_train)
+
+    bench = commands.add_parser(
+        "bench",
+        help="benchmark jit-compiled JAX training against PyTorch (fundamentals bench --help)",
+        add_help=False,
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(handler=_run_bench)
 
     doctor = commands.add_parser("doctor", help="check the installation and list JAX devices")
     doctor.set_defaults(handler=_run_doctor)
@@ -98,36 +112,67 @@ def _run_train(args: argparse.Namespace) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise CLIError(f"--out folder does not exist: {out_dir}")
+    _load_split(args)  # a bad data file fails here, once, before any process starts
 
+    if args.num_processes * args.devices_per_process == 1:
+        return _train(0, args)
+    # Like the book's mp.spawn(main, nprocs=world_size): each process runs _train with its rank.
+    # The parent starts no JAX backend itself, so on a GPU machine the devices stay free.
+    from .parallel import launch
+
+    try:
+        launch(_train, args.num_processes, args, devices_per_process=args.devices_per_process)
+    except RuntimeError as error:
+        raise CLIError(str(error).strip().splitlines()[0]) from None
+    return 0
+
+
+def _load_split(args: argparse.Namespace):
+    from .datasets import load_dataset
+
+    try:
+        return load_dataset(args.data, target=args.target, seed=args.seed)
+    except (FileNotFoundError, ValueError, ImportError) as error:
+        raise CLIError(str(error)) from None
+
+
+def _train(rank: int, args: argparse.Namespace) -> int:
+    """One process of `fundamentals train` (the only one, or rank `rank` of a launched run)."""
     import jax
     import optax
 
     from . import checkpoint as checkpoint_module
-    from .data import ArrayDataset, DataLoader
-    from .datasets import load_dataset
+    from .data import ArrayDataset, DataLoader, DistributedSampler
     from .nn import NeuralNetwork, count_parameters
     from .train import TrainingDivergedError, compute_accuracy, enable_compilation_cache, fit
 
     if not args.no_cache:
         enable_compilation_cache()
-    try:
-        split = load_dataset(args.data, target=args.target, seed=args.seed)
-    except (FileNotFoundError, ValueError, ImportError) as error:
-        raise CLIError(str(error)) from None
+    split = _load_split(args)
+    distributed = jax.process_count() > 1 or args.devices_per_process > 1
     defaults = _DEFAULTS["toy" if args.data == "toy" else "other"]
     epochs = args.epochs or defaults["epochs"]
     lr = args.lr or defaults["lr"]
-    batch_size = args.batch_size or defaults["batch_size"]
+    batch_size = args.batch_size or defaults["batch_size"]  # per process, as in PyTorch's DDP
     num_classes = int(max(split.y_train.max(), split.y_test.max())) + 1
     num_features = split.X_train.shape[1]
     if split.X_test.shape[1] != num_features:
         raise CLIError(f"test features have {split.X_test.shape[1]} columns, training features {num_features}")
-    drop_last = defaults["drop_last"] and len(split.X_train) >= batch_size
+    per_process = -(-len(split.X_train) // jax.process_count())
+    drop_last = defaults["drop_last"] and per_process >= batch_size
 
+    # The same key on every process: the replicas start from the same parameters.
     model = NeuralNetwork(num_features, num_classes, hidden=args.hidden, key=jax.random.key(args.seed))
-    train_loader = DataLoader(
-        ArrayDataset(split.X_train, split.y_train), batch_size=batch_size, shuffle=True, drop_last=drop_last, seed=args.seed
-    )
+    train_set = ArrayDataset(split.X_train, split.y_train)
+    mesh = None
+    if distributed:
+        from .parallel import data_mesh
+
+        mesh = data_mesh()
+        sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed)
+        train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=drop_last)
+    else:
+        train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=drop_last, seed=args.seed)
     print(
         f"Data: {split.name}, {len(split.X_train)} train / {len(split.X_test)} test examples, "
         f"{num_features} features, {num_classes} classes"
@@ -136,6 +181,12 @@ def _run_train(args: argparse.Namespace) -> int:
         f"Model: NeuralNetwork({num_features}, {num_classes}, hidden={args.hidden}), "
         f"{count_parameters(model)} parameters; SGD lr {lr}, batch {batch_size}, {epochs} epochs, seed {args.seed}"
     )
+    if mesh is not None:
+        print(
+            f"Data parallel: process {jax.process_index()} of {jax.process_count()}, "
+            f"{len(jax.local_devices())} local / {len(jax.devices())} devices in the mesh, "
+            f"global batch {batch_size * jax.process_count()}"
+        )
     try:
         model, history = fit(
             model,
@@ -143,25 +194,28 @@ def _run_train(args: argparse.Namespace) -> int:
             train_loader,
             num_epochs=epochs,
             log=None if args.quiet else print,
-            progress=args.progress,
+            progress=args.progress and rank == 0,
             checkpoint=args.checkpoint,
             resume=args.resume,
+            mesh=mesh,
             seed=args.seed,
         )
-    except TrainingDivergedError as error:
-        raise CLIError(str(error)) from None
-    except checkpoint_module.CheckpointError as error:
+    except (TrainingDivergedError, checkpoint_module.CheckpointError, ValueError) as error:
         raise CLIError(str(error)) from None
 
-    evaluate = {"Train": (split.X_train, split.y_train), "Test": (split.X_test, split.y_test)}
-    for name, (X, y) in evaluate.items():
-        accuracy = compute_accuracy(model, DataLoader(ArrayDataset(X, y), batch_size=max(batch_size, 256)))
+    for name, (X, y) in {"Train": (split.X_train, split.y_train), "Test": (split.X_test, split.y_test)}.items():
+        dataset = ArrayDataset(X, y)
+        # Each process evaluates its shard; compute_accuracy sums the counts over processes.
+        sampler = DistributedSampler(dataset, shuffle=False) if distributed else None
+        loader = DataLoader(dataset, batch_size=max(batch_size, 256), sampler=sampler)
+        accuracy = compute_accuracy(model, loader, mesh=mesh)
         print(f"{name} accuracy: {accuracy:.4f}")
-    saved = checkpoint_module.save_model(model, args.out)
-    print(f"Saved model to {saved}")
-    if args.plot:
-        _plot_loss(history["loss"], len(train_loader), args.plot, title=f"{split.name}: training loss")
-        print(f"Saved loss curve to {args.plot}")
+    if jax.process_index() == 0:  # only process 0 writes files
+        saved = checkpoint_module.save_model(model, args.out)
+        print(f"Saved model to {saved}")
+        if args.plot:
+            _plot_loss(history["loss"], len(train_loader), args.plot, title=f"{split.name}: training loss")
+            print(f"Saved loss curve to {args.plot}")
     return 0
 
 
@@ -189,6 +243,12 @@ def _plot_loss(losses, steps_per_epoch: int, path: str, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args.bench_args)
 
 
 def _run_doctor(args: argparse.Namespace) -> int:

@@ -135,3 +135,26 @@ def test_compilation_cache_is_written_and_can_be_turned_off(tmp_path):
     subprocess.run([sys.executable, "-m", "fundamentals.cli", "train", "--quiet", "--out", out],
                    cwd=tmp_path, env=env, check=True, capture_output=True)
     assert os.listdir(tmp_path / "cache" / "fundamentals" / "jax")
+
+
+def test_train_with_two_processes_of_two_devices(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    result = subprocess.run(
+        [sys.executable, "-m", "fundamentals.cli", "train", "--no-cache", "--num-processes", "2",
+         "--devices-per-process", "2"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for rank in (0, 1):
+        steps = [line for line in lines if line.startswith(f"[rank{rank}] Epoch:")]
+        assert len(steps) == 3  # 5 rows padded to 6, 3 per rank: one batch of 2 per epoch
+        assert all(BOOK_LINE.match(line.split("] ", 1)[1].replace("Batch 001/001", "Batch 001/002")) for line in steps)
+        assert f"[rank{rank}] Data parallel: process {rank} of 2, 2 local / 4 devices" in result.stdout
+    # the loss is reduced over the global batch, so both ranks print the same numbers
+    rank_losses = [[line.split("Loss: ")[1] for line in lines if line.startswith(f"[rank{r}] Epoch:")] for r in (0, 1)]
+    assert rank_losses[0] == rank_losses[1]
+    saved = [line for line in lines if "Saved model to" in line]
+    assert saved == ["[rank0] Saved model to model.safetensors"]  # only process 0 writes
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
+    assert fm.load_model(tmp_path / "model.safetensors").num_inputs == 2
