@@ -158,3 +158,11 @@ def test_train_with_two_processes_of_two_devices(tmp_path):
     assert saved == ["[rank0] Saved model to model.safetensors"]  # only process 0 writes
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
     assert fm.load_model(tmp_path / "model.safetensors").num_inputs == 2
+
+
+def test_digits_without_scikit_learn_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now raises ImportError
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    code, out, err = run(["--data", "digits", "--out", str(tmp_path / "m.safetensors")], tmp_path, capsys)
+    assert code == 2
+    assert "pip install -e '.[datasets]'" in err and len(err.strip().splitlines()) == 1
