@@ -182,7 +182,7 @@ def computation_graph(fn: Callable, *args, **kwargs) -> ComputationGraph:
     ```
     """
     closed = jax.make_jaxpr(fn)(*args, **kwargs)
-    text = str(closed)
+    text = closed.pretty_print(use_color=False)  # str() adds ANSI colour codes inside Jupyter
 
     try:
         parameters = list(inspect.signature(fn).parameters)

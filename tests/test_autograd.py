@@ -95,3 +95,13 @@ def test_computation_graph_has_the_books_nodes():
     mul_node = next(line.split('"')[3] for line in graph.dot.splitlines() if line.strip().startswith('"w1" ->'))
     assert mul_node.startswith("mul_")
     assert f'"{mul_node}" -> "add_' in graph.dot
+
+
+def test_computation_graph_text_has_no_colour_codes_even_where_jax_would_colour(monkeypatch):
+    from jax._src import pretty_printer
+
+    # Inside Jupyter JAX colours its printouts; the graph's text must stay plain.
+    monkeypatch.setattr(pretty_printer, "CAN_USE_COLOR", True)
+    graph = fm.computation_graph(fm.logistic_regression_loss, fm.tensor([2.2]), fm.tensor([0.0]))
+    assert "\x1b[" in str(graph.jaxpr)  # what str() would have given
+    assert "\x1b[" not in graph.text
