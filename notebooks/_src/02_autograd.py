@@ -1,0 +1,327 @@
+# %% [markdown]
+# # A.3–A.4 Computation graphs and automatic differentiation
+#
+# The book's logistic-regression example, in PyTorch and in JAX. PyTorch records a graph while
+# the forward pass runs and `.backward()` walks it back, leaving gradients in `.grad`. JAX has
+# no recording and no `.grad`: the forward pass is a plain function, JAX traces its graph when
+# asked, and `jax.grad(f)` is a new function that returns the gradient.
+
+# %%
+import re
+from collections import defaultdict
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+import jax
+import jax.numpy as jnp
+import fundamentals as fm
+
+torch.set_num_threads(1)
+np.set_printoptions(precision=4, suppress=True)  # print JAX arrays to PyTorch's 4 digits
+%config InlineBackend.figure_formats = ["png"]
+jax.config.update("jax_pprint_use_color", False)  # plain text in the stored outputs
+plt.rcParams["figure.dpi"] = 80
+
+
+def assert_same(ours, theirs, atol=1e-5, same_dtype=True):
+    """Check a JAX result against PyTorch's: same shape, same dtype (unless told), numbers within atol."""
+    ours = np.asarray(ours)
+    theirs = theirs.detach().cpu().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert ours.shape == theirs.shape, f"shape {ours.shape} != {theirs.shape}"
+    if same_dtype:
+        assert ours.dtype == theirs.dtype, f"dtype {ours.dtype} != {theirs.dtype}"
+    assert np.allclose(ours, theirs, rtol=0, atol=atol), f"largest difference {np.abs(ours - theirs).max()}"
+
+# %% [markdown]
+# ## A.3 The forward pass (listing A.2)
+#
+# In JAX the forward pass becomes a function of the values it depends on. The parameters come
+# first, because `jax.grad` differentiates with respect to the first argument unless told
+# otherwise. (`fm.logistic_regression_loss` is this same function, in the library.)
+
+# %%
+# PyTorch (the book)
+y = torch.tensor([1.0])
+x1 = torch.tensor([1.1])
+w1 = torch.tensor([2.2])
+b = torch.tensor([0.0])
+z = x1 * w1 + b
+a = torch.sigmoid(z)
+
+loss = F.binary_cross_entropy(a, y)
+print(loss)
+
+# %%
+# JAX
+def loss_fn(w1, b, x1, y):
+    z = x1 * w1 + b
+    a = jax.nn.sigmoid(z)
+    return fm.binary_cross_entropy(a, y)
+
+
+y_jax, x1_jax, w1_jax, b_jax = fm.tensor([1.0]), fm.tensor([1.1]), fm.tensor([2.2]), fm.tensor([0.0])
+loss_jax = loss_fn(w1_jax, b_jax, x1_jax, y_jax)
+print(loss_jax)
+
+# %%
+# Check: the same loss; the book prints tensor(0.0852)
+assert_same(loss_jax, loss)
+assert abs(float(loss_jax) - 0.0852) < 5e-5
+assert_same(fm.logistic_regression_loss(w1_jax, b_jax, x1_jax, y_jax), loss)
+
+# %% [markdown]
+# ## The computation graph (figure A.7)
+#
+# PyTorch builds its graph in the background, and only when a leaf tensor has
+# `requires_grad=True`; above, `loss.grad_fn` is `None` because nothing asked for gradients.
+# With `requires_grad=True` (as in listing A.3) each result remembers the backward function
+# of the operation that made it, and we can walk that chain from the loss.
+#
+# JAX makes the graph explicit instead: `jax.make_jaxpr` runs the function once with abstract
+# values and returns its program, one primitive operation per line. `fm.computation_graph`
+# returns that program as text and as a graph.
+
+# %%
+# PyTorch: the graph autograd recorded
+w1 = torch.tensor([2.2], requires_grad=True)
+b = torch.tensor([0.0], requires_grad=True)
+z = x1 * w1 + b
+a = torch.sigmoid(z)
+loss = F.binary_cross_entropy(a, y)
+
+leaf_names = {id(w1): "w1", id(b): "b"}
+torch_ops = []
+
+
+def show(node, depth=0):
+    name = type(node).__name__
+    if name == "AccumulateGrad":
+        name += f" -> {leaf_names[id(node.variable)]}.grad"
+    else:
+        torch_ops.append(name)
+    print("    " * depth + name)
+    for child, _ in node.next_functions:
+        if child is not None:
+            show(child, depth + 1)
+
+
+show(loss.grad_fn)
+
+# %%
+# JAX: the graph jax.make_jaxpr traced
+graph = fm.computation_graph(loss_fn, w1_jax, b_jax, x1_jax, y_jax)
+print(graph.text)
+
+# %%
+# Check: both graphs start with mul, add, sigmoid. PyTorch records binary_cross_entropy as one
+# node with a hand-written backward; JAX traces it down to primitives (log, the clamp at -100, ...).
+jax_ops = [eqn.primitive.name for eqn in graph.jaxpr.jaxpr.eqns]
+assert torch_ops == ["BinaryCrossEntropyBackward0", "SigmoidBackward0", "AddBackward0", "MulBackward0"]
+assert jax_ops[:3] == ["mul", "add", "logistic"]
+assert {"log", "log1p", "max"} <= set(jax_ops)
+print(len(torch_ops), "PyTorch nodes;", len(jax_ops), "JAX primitives")
+
+# %% [markdown]
+# The same graph as a picture, drawn from `graph.dot`: inputs on the left in blue, one oval
+# per primitive, constants in grey, the loss in yellow. The shaded bands are the three steps
+# of figure A.7.
+
+# %%
+def parse_dot(dot):
+    """Nodes (name -> label, kind) and edges of the DOT text fm.computation_graph returns."""
+    nodes, edges = {}, []
+    for line in dot.splitlines():
+        edge = re.fullmatch(r'\s*"(.+?)" -> "(.+?)";', line)
+        node = re.fullmatch(r'\s*"(.+?)" \[(.*)\];', line)
+        if edge:
+            edges.append(edge.groups())
+        elif node:
+            name, attributes = node.groups()
+            label = re.search(r'label="(.*?)"', attributes)
+            kind = "const" if "plaintext" in attributes else "op" if "ellipse" in attributes else "box"
+            nodes[name] = {"label": label.group(1) if label else name, "kind": kind}
+    return nodes, edges
+
+
+def layered_layout(nodes, edges):
+    """Columns by longest path (each node as far right as its consumers allow), rows by barycentre.
+
+    Constants are not laid out: each sits just below and left of the operation that uses it.
+    """
+    preds, succs = defaultdict(list), defaultdict(list)
+    for source, target in edges:
+        if nodes[source]["kind"] != "const":
+            preds[target].append(source)
+            succs[source].append(target)
+    laid_out = [n for n in nodes if nodes[n]["kind"] != "const"]
+    column = {}
+
+    def depth(name):  # longest path from an input
+        if name not in column:
+            column[name] = 1 + max((depth(p) for p in preds[name]), default=-1)
+        return column[name]
+
+    for name in sorted(laid_out, key=depth, reverse=True):  # pull each node next to its first consumer
+        if succs[name]:
+            column[name] = min(column[s] for s in succs[name]) - 1
+    columns = defaultdict(list)
+    for name in sorted(laid_out, key=lambda n: column[n]):
+        columns[column[name]].append(name)
+    y = {}
+
+    def place(names):
+        for i, name in enumerate(names):
+            y[name] = i - (len(names) - 1) / 2
+
+    for c in sorted(columns):
+        place(columns[c])
+    for sweep in range(6):  # alternate: order by the mean row of the left, then the right neighbours
+        neighbours = preds if sweep % 2 == 0 else succs
+        for c in sorted(columns, reverse=sweep % 2 == 1):
+            columns[c].sort(key=lambda n: np.mean([y[m] for m in neighbours[n]] or [y[n]]))
+            place(columns[c])
+    position = {name: (column[name], y[name]) for name in laid_out}
+    for source, target in edges:
+        if nodes[source]["kind"] == "const":
+            x_target, y_target = position[target]
+            position[source] = (x_target - 0.55, y_target - 0.6)
+    return position
+
+
+nodes, edges = parse_dot(graph.dot)
+position = layered_layout(nodes, edges)
+styles = {
+    "box": dict(boxstyle="round,pad=0.35", facecolor="#dbeafe", edgecolor="#1e3a8a"),
+    "op": dict(boxstyle="round4,pad=0.3", facecolor="white", edgecolor="#374151"),
+    "const": dict(boxstyle="square,pad=0.1", facecolor="none", edgecolor="none"),
+}
+fig, ax = plt.subplots(figsize=(12, 3.4))
+ops_in_order = sorted((n for n in nodes if nodes[n]["kind"] == "op"), key=lambda n: int(n.rsplit("_", 1)[1]))
+steps = [("z = x1·w1 + b", ops_in_order[:2], "#eef2ff"), ("a = σ(z)", ops_in_order[2:3], "#ecfdf5"),
+         ("loss = binary_cross_entropy(a, y)", ops_in_order[3:], "#fff7ed")]
+for text, members, colour in steps:
+    xs = [position[n][0] for n in members]
+    ax.axvspan(min(xs) - 0.45, max(xs) + 0.45, color=colour, zorder=0)
+    ax.text((min(xs) + max(xs)) / 2, 1.75, text, ha="center", fontsize=10)
+for source, target in edges:
+    ax.annotate("", xy=position[target], xytext=position[source],
+                arrowprops=dict(arrowstyle="-|>", color="#6b7280", shrinkA=14, shrinkB=14, lw=1))
+for name, (x, y_pos) in position.items():
+    kind, label = nodes[name]["kind"], nodes[name]["label"]
+    style = dict(styles[kind])
+    if kind == "box" and name == "output":
+        style.update(facecolor="#fde68a", edgecolor="#92400e")
+        label = f"loss\n{float(loss_jax):.4f}"
+    ax.text(x, y_pos, label, ha="center", va="center", fontsize=9 if kind != "const" else 8,
+            color="#6b7280" if kind == "const" else "black", bbox=style, zorder=3)
+xs = [p[0] for p in position.values()]
+ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+ax.set_ylim(-2.0, 2.1)
+ax.axis("off")
+ax.set_title("Figure A.7 as JAX traced it: fm.computation_graph(loss_fn, w1, b, x1, y)", fontsize=11)
+plt.show()
+
+# %% [markdown]
+# ## A.4 Gradients (listing A.3)
+#
+# `torch.autograd.grad(loss, w1)` walks the recorded graph back from `loss`. In JAX,
+# `jax.grad(loss_fn, argnums=0)` is a *function*: called with the same inputs, it returns
+# d loss / d w1. `argnums` picks which arguments to differentiate, so nothing has to be flagged
+# with `requires_grad`, and there is no graph to keep alive, so nothing like `retain_graph`.
+
+# %%
+# PyTorch (the book)
+from torch.autograd import grad
+
+grad_L_w1 = grad(loss, w1, retain_graph=True)
+grad_L_b = grad(loss, b, retain_graph=True)
+print(grad_L_w1)
+print(grad_L_b)
+
+# %%
+# JAX
+grad_L_w1_jax = jax.grad(loss_fn, argnums=0)(w1_jax, b_jax, x1_jax, y_jax)
+grad_L_b_jax = jax.grad(loss_fn, argnums=1)(w1_jax, b_jax, x1_jax, y_jax)
+print(grad_L_w1_jax)
+print(grad_L_b_jax)
+
+# %%
+# Check: PyTorch, JAX, the book (-0.0898, -0.0817) and the derivative by hand:
+# for the sigmoid with binary cross-entropy, d loss / d w1 = (a - y) * x1 and d loss / d b = a - y.
+assert_same(grad_L_w1_jax, grad_L_w1[0])
+assert_same(grad_L_b_jax, grad_L_b[0])
+assert abs(float(grad_L_w1_jax[0]) - (-0.0898)) < 5e-5 and abs(float(grad_L_b_jax[0]) - (-0.0817)) < 5e-5
+a_value = jax.nn.sigmoid(x1_jax * w1_jax + b_jax)
+assert_same(grad_L_w1_jax, (a_value - y_jax) * x1_jax)
+assert_same(grad_L_b_jax, a_value - y_jax)
+
+# %% [markdown]
+# ### `.backward()` against one function for all gradients
+#
+# `loss.backward()` computes the gradients of every leaf and *stores* them in `.grad`.
+# `jax.grad(loss_fn, argnums=(0, 1))` *returns* both, and `jax.value_and_grad` the loss too:
+# the gradients are ordinary values you pass on (to an optimizer, in the training loop).
+
+# %%
+# PyTorch (the book)
+loss.backward()
+print(w1.grad)
+print(b.grad)
+
+# %%
+# JAX
+loss_value, (w1_grad, b_grad) = jax.value_and_grad(loss_fn, argnums=(0, 1))(w1_jax, b_jax, x1_jax, y_jax)
+print(loss_value)
+print(w1_grad)
+print(b_grad)
+
+# %%
+# Check
+assert_same(w1_grad, w1.grad)
+assert_same(b_grad, b.grad)
+assert_same(loss_value, loss)
+
+# %% [markdown]
+# ### Nothing accumulates, nothing is retained
+#
+# PyTorch *adds* new gradients to `.grad`, which is why a training loop calls
+# `optimizer.zero_grad()` before each `backward()`; and it frees the graph after `backward()`,
+# so a second call without `retain_graph=True` fails. A JAX gradient function has no state:
+# call it twice and you get the same numbers twice.
+
+# %%
+# PyTorch: a second backward() through the freed graph fails; after a new forward pass it adds up
+try:
+    loss.backward()
+except RuntimeError as error:
+    print("RuntimeError:", str(error)[:70], "...")
+loss = F.binary_cross_entropy(torch.sigmoid(x1 * w1 + b), y)
+loss.backward()
+print(w1.grad, b.grad)  # twice the gradient: it accumulated
+
+# %%
+# JAX: the same call, the same answer
+grad_fn = jax.grad(loss_fn, argnums=(0, 1))
+first, second = grad_fn(w1_jax, b_jax, x1_jax, y_jax), grad_fn(w1_jax, b_jax, x1_jax, y_jax)
+print(first)
+print(second)
+
+# %%
+# Check: PyTorch's .grad holds 2x the gradient; JAX's second call equals its first
+assert_same(2 * w1_grad, w1.grad)
+assert_same(2 * b_grad, b.grad)
+for once, again in zip(first, second):
+    assert np.array_equal(np.asarray(once), np.asarray(again))
+
+# %% [markdown]
+# ### The backward pass is a program too
+#
+# Because `jax.grad(loss_fn)` is a function, JAX can trace *it*: the program below is the
+# backward pass of figure A.8, written out (the forward pass first, then the chain rule from
+# right to left). `jax.jit` compiles that whole program into one fused computation; PyTorch
+# instead runs the backward functions it recorded, one by one.
+
+# %%
+print(jax.make_jaxpr(grad_fn)(w1_jax, b_jax, x1_jax, y_jax))

@@ -1,0 +1,263 @@
+# %% [markdown]
+# # A.5 Implementing multilayer neural networks
+#
+# The book's multilayer perceptron (listing A.4) as a `torch.nn.Module` and as
+# `fm.NeuralNetwork`, an Equinox module. An Equinox module is a frozen dataclass of arrays:
+# the model *is* its parameters. It holds no gradients, no `requires_grad` flags and no
+# train/eval mode, and it never changes; training returns a new model.
+
+# %%
+import equinox as eqx
+import numpy as np
+import torch
+import jax
+import jax.numpy as jnp
+import fundamentals as fm
+
+torch.set_num_threads(1)
+np.set_printoptions(precision=4, suppress=True)  # print JAX arrays to PyTorch's 4 digits
+
+
+def assert_same(ours, theirs, atol=1e-5, same_dtype=True):
+    """Check a JAX result against PyTorch's: same shape, same dtype (unless told), numbers within atol."""
+    ours = np.asarray(ours)
+    theirs = theirs.detach().cpu().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert ours.shape == theirs.shape, f"shape {ours.shape} != {theirs.shape}"
+    if same_dtype:
+        assert ours.dtype == theirs.dtype, f"dtype {ours.dtype} != {theirs.dtype}"
+    assert np.allclose(ours, theirs, rtol=0, atol=atol), f"largest difference {np.abs(ours - theirs).max()}"
+
+# %% [markdown]
+# ## Listing A.4: the network
+#
+# `fm.NeuralNetwork` is the same network written with Equinox. Its core, without the input
+# checks and the optional dropout, is
+#
+# ```python
+# class NeuralNetwork(eqx.Module):
+#     layers: tuple
+#
+#     def __init__(self, num_inputs, num_outputs, *, key):
+#         k1, k2, k3 = jax.random.split(key, 3)
+#         self.layers = (eqx.nn.Linear(num_inputs, 30, key=k1), ReLU(),
+#                        eqx.nn.Linear(30, 20, key=k2), ReLU(),
+#                        eqx.nn.Linear(20, num_outputs, key=k3))
+#
+#     def __call__(self, x):            # one example, shape (num_inputs,)
+#         for layer in self.layers:
+#             x = layer(x)
+#         return x                      # a batch goes through jax.vmap(model)
+# ```
+#
+# Two differences from PyTorch. The random initial weights come from an explicit
+# `jax.random.key(123)` instead of the global `torch.manual_seed(123)`. And Equinox layers
+# work on one example; the model maps them over a batch with `jax.vmap`.
+
+# %%
+# PyTorch (the book)
+class NeuralNetwork(torch.nn.Module):
+    def __init__(self, num_inputs, num_outputs):
+        super().__init__()
+
+        self.layers = torch.nn.Sequential(
+
+            # 1st hidden layer
+            torch.nn.Linear(num_inputs, 30),
+            torch.nn.ReLU(),
+
+            # 2nd hidden layer
+            torch.nn.Linear(30, 20),
+            torch.nn.ReLU(),
+
+            # output layer
+            torch.nn.Linear(20, num_outputs),
+        )
+
+    def forward(self, x):
+        logits = self.layers(x)
+        return logits
+
+
+torch.manual_seed(123)
+model = NeuralNetwork(50, 3)
+print(model)
+
+# %%
+# JAX
+model_jax = fm.NeuralNetwork(50, 3, key=jax.random.key(123))
+print(model_jax)
+
+# %%
+# Check: the same layers, printed the same way
+assert repr(model_jax) == repr(model)
+
+# %% [markdown]
+# ## Counting the trainable parameters
+#
+# PyTorch counts the tensors with `requires_grad=True`. In JAX every floating-point array of
+# the model is a parameter (`eqx.is_inexact_array` picks them out); freezing one is done by
+# leaving it out of what you differentiate, not with a flag.
+
+# %%
+# PyTorch (the book)
+num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+print("Total number of trainable model parameters:", num_params)
+
+# %%
+# JAX
+num_params_jax = fm.count_parameters(model_jax)
+print("Total number of trainable model parameters:", num_params_jax)
+# the same count, by hand
+print(sum(leaf.size for leaf in jax.tree_util.tree_leaves(eqx.filter(model_jax, eqx.is_inexact_array))))
+
+# %%
+# Check: the book's 2213 in both
+assert num_params == num_params_jax == 2213
+
+# %% [markdown]
+# ## The weights
+#
+# Both store a linear layer's weight as `(out_features, in_features)` and draw it from the
+# same distribution, U(−1/√in, 1/√in). The *numbers* differ for the same seed 123: the two
+# libraries have different random generators. To get the book's numbers we will load
+# PyTorch's weights below.
+
+# %%
+# PyTorch (the book)
+print(model.layers[0].weight)
+print(model.layers[0].weight.shape)
+print(model.layers[0].bias.shape)
+
+# %%
+# JAX
+print(model_jax.layers[0].weight)
+print(model_jax.layers[0].weight.shape)
+print(model_jax.layers[0].bias.shape)
+
+# %%
+# Check: same shapes, dtype and keys, both inside the same bound, different numbers
+weight, weight_jax = model.layers[0].weight.detach().numpy(), np.asarray(model_jax.layers[0].weight)
+assert weight.shape == weight_jax.shape == (30, 50) and weight.dtype == weight_jax.dtype == np.float32
+assert tuple(model.layers[0].bias.shape) == model_jax.layers[0].bias.shape == (30,)
+bound = 1 / np.sqrt(50)
+assert np.abs(weight).max() <= bound and np.abs(weight_jax).max() <= bound
+assert not np.allclose(weight, weight_jax)
+assert np.allclose(weight[0, :3], [-0.0577, 0.0047, -0.0702], atol=5e-5)  # as a readers' notebook prints it
+state = fm.state_dict(model_jax)
+assert list(state) == list(model.state_dict())
+assert all(state[k].shape == tuple(v.shape) for k, v in model.state_dict().items())
+
+# %% [markdown]
+# ## The forward pass
+#
+# The book draws a random input with the seed set again, `torch.manual_seed(123)`, and runs
+# the model. To compare numbers, the JAX model gets PyTorch's weights with
+# `fm.load_state_dict`, which returns a *new* model (the one passed in is unchanged) and
+# accepts PyTorch's `state_dict()` as it is.
+#
+# PyTorch's output carries `grad_fn=<AddmmBackward0>`: it recorded a graph, in case we call
+# `.backward()`. A JAX array never does; gradients come only from `jax.grad`.
+
+# %%
+# PyTorch (the book)
+torch.manual_seed(123)
+X = torch.rand((1, 50))
+out = model(X)
+print(out)
+
+# %%
+# JAX
+model_jax = fm.load_state_dict(model_jax, model.state_dict())
+X_jax = jnp.asarray(X.numpy())  # the same input
+out_jax = model_jax(X_jax)
+print(out_jax)
+
+# %%
+# Check: PyTorch, JAX and the book's printed tensor([[-0.1262, 0.1080, -0.1792]])
+assert_same(out_jax, out)
+assert np.allclose(np.asarray(out_jax), [[-0.1262, 0.1080, -0.1792]], atol=5e-5)
+assert out.grad_fn is not None and type(out.grad_fn).__name__ == "AddmmBackward0"
+
+# %% [markdown]
+# ## Inference: `torch.no_grad()` has nothing to switch off
+#
+# For inference the book wraps the call in `with torch.no_grad():` so that PyTorch records no
+# graph. JAX computes no gradient unless asked, so a plain call already is inference. Class
+# probabilities come from the softmax of the logits in both.
+
+# %%
+# PyTorch (the book)
+with torch.no_grad():
+    out = model(X)
+print(out)
+
+with torch.no_grad():
+    out = torch.softmax(model(X), dim=1)
+print(out)
+
+# %%
+# JAX
+out_jax = model_jax(X_jax)
+print(out_jax)
+
+out_jax = jax.nn.softmax(model_jax(X_jax), axis=1)
+print(out_jax)
+print(fm.predict_proba(model_jax, X_jax))  # the same, as a library function
+
+# %%
+# Check: the same probabilities; the book prints tensor([[0.3113, 0.3934, 0.2952]])
+assert out.grad_fn is None
+assert_same(out_jax, out)
+assert_same(fm.predict_proba(model_jax, X_jax), out)
+assert np.allclose(np.asarray(out_jax), [[0.3113, 0.3934, 0.2952]], atol=5e-5)
+
+# %% [markdown]
+# ## One example, or a batch
+#
+# `torch.nn.Linear` accepts any number of leading dimensions. An Equinox layer takes one
+# example; `fm.NeuralNetwork` maps itself over a batch with `jax.vmap`, so both shapes work.
+
+# %%
+# PyTorch
+with torch.no_grad():
+    one = model(X[0])
+    batch = model(torch.cat([X, 2 * X]))
+print(one.shape, batch.shape)
+
+# %%
+# JAX
+one_jax = model_jax(X_jax[0])
+batch_jax = model_jax(jnp.concatenate([X_jax, 2 * X_jax]))
+by_hand = jax.vmap(model_jax)(jnp.concatenate([X_jax, 2 * X_jax]))  # what the model does inside
+print(one_jax.shape, batch_jax.shape)
+
+# %%
+# Check
+assert_same(one_jax, one)
+assert_same(batch_jax, batch)
+assert_same(by_hand, batch)
+
+# %% [markdown]
+# ## Changing a parameter
+#
+# PyTorch changes a parameter in place (under `torch.no_grad()`). An Equinox model is
+# immutable: `eqx.tree_at` returns a new model with one leaf replaced, and the old model keeps
+# its weights. This is what lets `jax.jit` and `jax.grad` treat a model as plain data.
+
+# %%
+# PyTorch
+with torch.no_grad():
+    model.layers[4].bias[0] = 1.0
+    out = model(X)
+print(out)
+
+# %%
+# JAX
+changed_jax = eqx.tree_at(lambda m: m.layers[4].bias, model_jax, model_jax.layers[4].bias.at[0].set(1.0))
+print(changed_jax(X_jax))
+print(model_jax(X_jax))  # the original, unchanged
+
+# %%
+# Check: the new JAX model matches PyTorch's changed one; the old JAX model still gives the book's output
+assert_same(changed_jax(X_jax), out)
+assert np.allclose(np.asarray(model_jax(X_jax)), [[-0.1262, 0.1080, -0.1792]], atol=5e-5)

@@ -1,0 +1,293 @@
+# %% [markdown]
+# # A.8 Saving and loading models
+#
+# PyTorch saves a model's `state_dict()` with `torch.save`, a pickle-based `.pth` file.
+# `fm.save_model` writes a [safetensors](https://github.com/huggingface/safetensors) file with
+# the same keys and shapes (`layers.0.weight`, ...), so the file loads into the book's PyTorch
+# model, and a PyTorch `state_dict` loads into `fm.NeuralNetwork`. This notebook moves trained
+# weights both ways and checks that the outputs stay the same.
+#
+# The one difference in use: `model.load_state_dict(...)` fills a PyTorch model in place, while
+# `fm.load_model` and `fm.load_state_dict` return a new, immutable model.
+
+# %%
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import optax
+import torch
+import torch.nn.functional as F
+import jax
+import fundamentals as fm
+
+torch.set_num_threads(1)
+np.set_printoptions(precision=4, suppress=True)
+
+start_dir, scratch = os.getcwd(), tempfile.mkdtemp(prefix="fundamentals-06-")
+os.chdir(scratch)  # the files of this notebook go to a temporary folder, removed at the end
+
+
+def assert_same(ours, theirs, atol=1e-5, same_dtype=True):
+    """Check a JAX result against PyTorch's: same shape, same dtype (unless told), numbers within atol."""
+    ours = np.asarray(ours)
+    theirs = theirs.detach().cpu().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert ours.shape == theirs.shape, f"shape {ours.shape} != {theirs.shape}"
+    if same_dtype:
+        assert ours.dtype == theirs.dtype, f"dtype {ours.dtype} != {theirs.dtype}"
+    assert np.allclose(ours, theirs, rtol=0, atol=atol), f"largest difference {np.abs(ours - theirs).max()}"
+
+
+class NeuralNetwork(torch.nn.Module):  # the book's listing A.4
+    def __init__(self, num_inputs, num_outputs):
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(num_inputs, 30), torch.nn.ReLU(),
+            torch.nn.Linear(30, 20), torch.nn.ReLU(),
+            torch.nn.Linear(20, num_outputs),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+X_train_np, y_train_np, X_test_np, y_test_np = fm.toy_data()
+X_train, y_train = torch.from_numpy(X_train_np), torch.from_numpy(y_train_np)
+X_all = torch.from_numpy(np.concatenate([X_train_np, X_test_np]))  # inputs to compare outputs on
+
+# %% [markdown]
+# ## Two trained models
+#
+# One trained by the book's PyTorch loop (section A.7), one by `fm.fit` with its own seeds.
+# They have different weights; what matters below is that each survives the trip to the other
+# library unchanged.
+
+# %%
+# PyTorch (the book's training, without the printing)
+torch.manual_seed(123)
+model = NeuralNetwork(num_inputs=2, num_outputs=2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+train_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X_train, y_train),
+                                           batch_size=2, shuffle=True, drop_last=True)
+for epoch in range(3):
+    for features, labels in train_loader:
+        loss = F.cross_entropy(model(features), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+model.eval()
+with torch.no_grad():
+    print(model(X_all))
+
+# %%
+# JAX
+train_loader_jax = fm.DataLoader(fm.ArrayDataset(X_train_np, y_train_np), batch_size=2, shuffle=True,
+                                 drop_last=True, seed=123)
+model_jax, _ = fm.fit(fm.NeuralNetwork(2, 2, key=jax.random.key(123)), optax.sgd(0.5), train_loader_jax,
+                      num_epochs=3, log=None)
+print(model_jax(X_all.numpy()))
+
+# %%
+# Check: both classify the five training and two test points correctly
+with torch.no_grad():
+    assert model(X_all).argmax(dim=1).tolist() == [0, 0, 0, 1, 1, 0, 1]
+assert fm.predict(model_jax, X_all.numpy()).tolist() == [0, 0, 0, 1, 1, 0, 1]
+
+# %% [markdown]
+# ## Save and load in the same library
+
+# %%
+# PyTorch (the book)
+torch.save(model.state_dict(), "model.pth")
+
+model_loaded = NeuralNetwork(2, 2)  # needs to match the original model exactly
+model_loaded.load_state_dict(torch.load("model.pth", weights_only=True))
+
+# %%
+# JAX
+fm.save_model(model_jax, "model.safetensors")
+
+model_jax_loaded = fm.load_model("model.safetensors")  # the architecture is stored in the file
+print(model_jax_loaded)
+
+# %%
+# Check: bit-identical weights after the round trip, in both libraries
+for key, value in model.state_dict().items():
+    assert torch.equal(model_loaded.state_dict()[key], value)
+saved, loaded = fm.state_dict(model_jax), fm.state_dict(model_jax_loaded)
+assert list(saved) == list(loaded)
+for key in saved:
+    assert np.array_equal(saved[key], loaded[key]) and saved[key].dtype == loaded[key].dtype
+
+# %% [markdown]
+# ## What the file holds
+#
+# A safetensors file is a small JSON header (names, dtypes, shapes, and free-form metadata)
+# followed by the raw arrays; loading it runs no code, unlike unpickling a `.pth` file. The
+# names and shapes are PyTorch's `state_dict` keys.
+
+# %%
+# JAX
+from safetensors import safe_open
+
+with safe_open("model.safetensors", framework="numpy") as file:
+    print(file.metadata())
+    file_arrays = {key: file.get_tensor(key) for key in file.keys()}
+for key, value in file_arrays.items():
+    print(f"{key:16s} {str(value.dtype):8s} {value.shape}")
+
+# %%
+# Check: PyTorch's keys, shapes and dtypes
+torch_state = model.state_dict()
+assert sorted(file_arrays) == sorted(torch_state)
+for key, value in torch_state.items():
+    assert file_arrays[key].shape == tuple(value.shape) and file_arrays[key].dtype == np.float32
+
+# %% [markdown]
+# ## From `fundamentals` to PyTorch
+#
+# `safetensors.torch.load_file` reads the file as a dict of PyTorch tensors, which the book's
+# model loads as it is.
+
+# %%
+# PyTorch
+from safetensors.torch import load_file
+
+torch_model = NeuralNetwork(2, 2)
+torch_model.load_state_dict(load_file("model.safetensors"))
+torch_model.eval()
+with torch.no_grad():
+    outputs_from_jax = torch_model(X_all)
+print(outputs_from_jax)
+
+# %%
+# Check: PyTorch's outputs with the weights JAX trained equal JAX's outputs
+assert_same(model_jax(X_all.numpy()), outputs_from_jax)
+assert_same(fm.predict_proba(model_jax, X_all.numpy()), torch.softmax(outputs_from_jax, dim=1))
+
+# %% [markdown]
+# ## From PyTorch to `fundamentals`
+#
+# Two ways: the `.pth` file's `state_dict` goes straight into `fm.load_state_dict` (PyTorch
+# tensors are accepted as they are), or PyTorch writes a safetensors file with
+# `safetensors.torch.save_file` and `fm.load_model` reads it. Such a file has no architecture
+# in its metadata, so `fm.load_model` needs `like=`, a model of the right shape to fill.
+
+# %%
+# PyTorch
+from safetensors.torch import save_file
+
+save_file(model.state_dict(), "torch_model.safetensors")
+
+# %%
+# JAX
+state = torch.load("model.pth", weights_only=True)
+from_pth = fm.load_state_dict(fm.NeuralNetwork(2, 2, key=jax.random.key(0)), state)
+
+from_safetensors = fm.load_model("torch_model.safetensors", like=fm.NeuralNetwork(2, 2, key=jax.random.key(0)))
+
+try:
+    fm.load_model("torch_model.safetensors")
+except fm.CheckpointError as error:
+    print("CheckpointError:", error)
+
+# %%
+# Check: JAX's outputs with PyTorch's trained weights equal PyTorch's outputs
+with torch.no_grad():
+    expected = model(X_all)
+assert_same(from_pth(X_all.numpy()), expected)
+assert_same(from_safetensors(X_all.numpy()), expected)
+
+# %% [markdown]
+# ## A file for another model is refused, by name
+#
+# Both libraries check every key and shape before loading anything.
+
+# %%
+# PyTorch
+try:
+    NeuralNetwork(3, 2).load_state_dict(torch.load("model.pth", weights_only=True))
+except RuntimeError as error:
+    torch_error = str(error)
+    print(torch_error.splitlines()[1].strip())
+
+# %%
+# JAX
+try:
+    fm.load_model("model.safetensors", like=fm.NeuralNetwork(3, 2, key=jax.random.key(0)))
+except fm.CheckpointError as error:
+    jax_error = str(error)
+    print(jax_error)
+
+# %%
+# Check: both refuse, naming the first layer's weight
+assert "layers.0.weight" in torch_error and "layers.0.weight" in jax_error
+
+# %% [markdown]
+# ## Beyond the book: resuming training
+#
+# To continue an interrupted run exactly, a checkpoint needs more than the weights: the
+# optimizer's state (here SGD's momentum) and the state of the random generator that shuffles
+# the data. In PyTorch that generator is the global one, `torch.get_rng_state()`. With
+# `fm.fit(..., checkpoint=path)` the file holds the parameters, the optimizer state, the
+# epoch and the loader's own generator, written after every epoch; `resume=True` continues
+# from it.
+#
+# Both runs below train three epochs in one go, then two epochs, "crash", and resume for the
+# third; the resumed losses equal the uninterrupted ones.
+
+# %%
+# PyTorch
+def torch_run(epochs, start=None):
+    torch.manual_seed(123)
+    model = NeuralNetwork(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    if start is not None:  # resume
+        model.load_state_dict(start["model"])
+        optimizer.load_state_dict(start["optimizer"])
+        torch.set_rng_state(start["rng"])
+    losses = []
+    for epoch in epochs:
+        for features, labels in train_loader:
+            loss = F.cross_entropy(model(features), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}
+    return losses, checkpoint
+
+
+torch_straight, _ = torch_run(range(3))
+torch_first, checkpoint = torch_run(range(2))
+torch.save(checkpoint, "checkpoint.pth")
+torch_rest, _ = torch_run(range(2, 3), start=torch.load("checkpoint.pth", weights_only=True))
+print(np.round(torch_straight, 4))
+print(np.round(torch_first + torch_rest, 4))
+
+# %%
+# JAX
+def jax_run(num_epochs, **checkpointing):
+    loader = fm.DataLoader(fm.ArrayDataset(X_train_np, y_train_np), batch_size=2, shuffle=True,
+                           drop_last=True, seed=123)
+    model = fm.NeuralNetwork(2, 2, key=jax.random.key(123))
+    return fm.fit(model, optax.sgd(0.1, momentum=0.9), loader, num_epochs=num_epochs, log=None, **checkpointing)
+
+
+model_straight, history_straight = jax_run(3)
+jax_run(2, checkpoint="run.ckpt")                                           # stops after epoch 2
+model_resumed, history_resumed = jax_run(3, checkpoint="run.ckpt", resume=True)  # a new process could do this
+print(np.round(history_straight["loss"], 4))
+print(np.round(history_resumed["loss"], 4))
+
+# %%
+# Check: resumed runs equal uninterrupted ones, in both libraries
+assert torch_first + torch_rest == torch_straight
+assert history_resumed["loss"] == history_straight["loss"]
+for key, value in fm.state_dict(model_straight).items():
+    assert np.array_equal(fm.state_dict(model_resumed)[key], value)
+
+# %%
+os.chdir(start_dir)
+shutil.rmtree(scratch)

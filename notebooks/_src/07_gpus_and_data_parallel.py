@@ -1,0 +1,512 @@
+# %% [markdown]
+# # A.9 Optimizing training performance with GPUs
+#
+# The book moves tensors and the model to a GPU with `.to(device)`, then trains on several GPUs
+# with `DistributedDataParallel` (DDP): one process per GPU, each with a copy of the model and
+# its own share of the data, gradients averaged across processes after every `backward()`.
+#
+# JAX does the first with `jax.device_put` (`fm.to_device`), and the second inside one process:
+# a *mesh* of devices, the batch split across it, the parameters copied to every device, and
+# the same compiled train step. The compiler inserts the averaging of the gradients itself.
+# Processes are only needed for several machines (`jax.distributed`, `fm.launch`).
+#
+# This machine has no GPU, so the notebook asks XLA to split the CPU into 8 devices. That has
+# to happen before JAX starts its CPU backend, so it is the very first thing we do.
+
+# %%
+import jax
+
+# Must run before anything asks JAX for a device. On a GPU machine it changes only the CPU
+# backend; JAX still picks the GPUs first.
+jax.config.update("jax_num_cpu_devices", 8)
+
+# %%
+import contextlib
+import copy
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+
+import equinox as eqx
+import numpy as np
+import optax
+import torch
+import torch.nn.functional as F
+import jax.numpy as jnp
+import fundamentals as fm
+
+torch.set_num_threads(1)
+np.set_printoptions(precision=4, suppress=True)
+scratch = tempfile.mkdtemp(prefix="fundamentals-07-")  # scripts and files of this notebook
+
+
+def assert_same(ours, theirs, atol=1e-5, same_dtype=True):
+    """Check a JAX result against PyTorch's: same shape, same dtype (unless told), numbers within atol."""
+    ours = np.asarray(ours)
+    theirs = theirs.detach().cpu().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert ours.shape == theirs.shape, f"shape {ours.shape} != {theirs.shape}"
+    if same_dtype:
+        assert ours.dtype == theirs.dtype, f"dtype {ours.dtype} != {theirs.dtype}"
+    assert np.allclose(ours, theirs, rtol=0, atol=atol), f"largest difference {np.abs(ours - theirs).max()}"
+
+
+class ReplaySampler:
+    """Yields a recorded order of indices for each epoch (PyTorch's, replayed); fm.fit calls set_epoch."""
+
+    def __init__(self, orders):
+        self.orders = [list(order) for order in orders]
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(self.orders[self.epoch])
+
+    def __len__(self):
+        return len(self.orders[0])
+
+
+class NeuralNetwork(torch.nn.Module):  # the book's listing A.4
+    def __init__(self, num_inputs, num_outputs):
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(num_inputs, 30), torch.nn.ReLU(),
+            torch.nn.Linear(30, 20), torch.nn.ReLU(),
+            torch.nn.Linear(20, num_outputs),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+# %% [markdown]
+# ## A.9.1 Computations on a device
+#
+# `torch.device("cuda" if torch.cuda.is_available() else "cpu")` becomes `fm.default_device()`:
+# the first device of JAX's default backend (a GPU if JAX has one, else the CPU). `.to(device)`
+# becomes `fm.to_device(x, device)`, which returns a new array (or model) on that device.
+
+# %%
+# PyTorch (the book)
+print(torch.cuda.is_available())
+
+tensor_1 = torch.tensor([1., 2., 3.])
+tensor_2 = torch.tensor([4., 5., 6.])
+print(tensor_1 + tensor_2)
+
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+tensor_1 = tensor_1.to(device)
+tensor_2 = tensor_2.to(device)
+print(tensor_1 + tensor_2)
+
+# %%
+# JAX
+device_jax = fm.default_device()
+print(device_jax, "of", jax.devices())
+
+tensor_1_jax = fm.to_device(fm.tensor([1., 2., 3.]), device_jax)
+tensor_2_jax = fm.to_device(fm.tensor([4., 5., 6.]), device_jax)
+result_jax = tensor_1_jax + tensor_2_jax
+print(result_jax, result_jax.devices())
+
+# %%
+# Check: the same sums; the JAX result lives on the chosen device
+result = tensor_1 + tensor_2
+assert_same(result_jax, result)
+assert result_jax.devices() == {device_jax}
+assert result.device.type == device.type
+
+# %% [markdown]
+# ### Arrays on different devices
+#
+# PyTorch refuses to add a CPU tensor to a GPU tensor ("Expected all tensors to be on the same
+# device"). JAX refuses too, for arrays *committed* to different devices (put there with
+# `device_put` / `fm.to_device`), and says which devices. Arrays created without a device
+# (`jnp.ones(3)`, NumPy arrays) are uncommitted and simply follow the array they meet. With 8
+# simulated CPU devices we can see this without a GPU; PyTorch needs one.
+
+# %%
+# PyTorch
+if torch.cuda.is_available():
+    try:
+        torch.tensor([1., 2., 3.]) + torch.tensor([4., 5., 6.]).to("cuda")
+    except RuntimeError as error:
+        print("RuntimeError:", error)
+else:
+    print("no GPU: PyTorch has only one device here, so it cannot show the error")
+
+# %%
+# JAX
+cpu0, cpu1 = jax.devices("cpu")[:2]
+a = fm.to_device(fm.tensor([1., 2., 3.]), cpu0)
+b = fm.to_device(fm.tensor([4., 5., 6.]), cpu1)
+try:
+    a + b
+except ValueError as error:
+    mixed_error = str(error)
+    print("ValueError:", mixed_error[:160], "...")
+print((jnp.ones(3) + b).devices())     # an uncommitted array follows b
+print((fm.to_device(a, cpu1) + b).devices())  # move one side, as in PyTorch
+
+# %%
+# Check
+assert "incompatible devices" in mixed_error
+assert (jnp.ones(3) + b).devices() == {cpu1}
+assert_same(fm.to_device(a, cpu1) + b, torch.tensor([5., 7., 9.]))
+
+# %% [markdown]
+# ## A.9.2 Single-GPU training
+#
+# The book adds `model = model.to(device)` and `features, labels = features.to(device),
+# labels.to(device)` to its loop. With `fm.fit` the model is moved once with `fm.to_device`
+# and each batch goes to the step's device as its input; nothing else changes. Both runs start
+# from the same weights and see the same batches (PyTorch's order, replayed).
+
+# %%
+# PyTorch (the book, with .to(device))
+X_train_np, y_train_np, X_test_np, y_test_np = fm.toy_data()
+X_train, y_train = torch.from_numpy(X_train_np), torch.from_numpy(y_train_np)
+torch.manual_seed(123)
+train_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X_train, y_train, torch.arange(5)),
+                                           batch_size=2, shuffle=True, drop_last=True)
+torch.manual_seed(123)
+model = NeuralNetwork(num_inputs=2, num_outputs=2)
+initial_state = copy.deepcopy(model.state_dict())
+model = model.to(device)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+
+torch_losses, torch_orders = [], []
+for epoch in range(3):
+    model.train()
+    torch_orders.append([])
+    for features, labels, index in train_loader:  # (index: added, to replay the order)
+        features, labels = features.to(device), labels.to(device)
+        loss = F.cross_entropy(model(features), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        torch_losses.append(loss.item())
+        torch_orders[-1] += index.tolist()
+print(np.round(torch_losses, 2))
+
+# %%
+# JAX
+model_jax = fm.load_state_dict(fm.NeuralNetwork(2, 2, key=jax.random.key(123)), initial_state)
+model_jax = fm.to_device(model_jax, device_jax)
+loader_jax = fm.DataLoader(fm.ArrayDataset(X_train_np, y_train_np), batch_size=2,
+                           sampler=ReplaySampler(torch_orders), drop_last=True)
+model_jax, history = fm.fit(model_jax, optax.sgd(0.5), loader_jax, num_epochs=3, log=None)
+print(np.round(history["loss"], 2))
+print(model_jax.layers[0].weight.devices())
+
+# %%
+# Check: the book's losses in both, to 1e-5; the trained model stays on the device
+assert [round(value, 2) for value in torch_losses] == [0.75, 0.65, 0.44, 0.13, 0.03, 0.00]
+assert_same(history["loss"], torch_losses, same_dtype=False)
+assert model_jax.layers[0].weight.devices() == {device_jax}
+
+# %% [markdown]
+# ## A.9.3 Training with multiple GPUs: DDP
+#
+# The book's DDP script cannot run in a notebook: `mp.spawn` starts new Python processes that
+# must import the training function from a file. So we write it to a file, with three changes
+# to run on a CPU: the `gloo` backend instead of `nccl`, no `.to(rank)` / `device_ids`, and a
+# free port. The data is a larger version of the toy data (64 points in two clusters), so that
+# each of the two processes gets batches of 8 (a global batch of 16). Each process records its
+# losses and its sampler's order, and rank 0 saves the weights before and after training.
+
+# %%
+rng = np.random.default_rng(0)
+X_blobs = np.concatenate([rng.normal([-1.0, 3.0], 0.8, (32, 2)),  # the toy data's two clusters, 32 points each
+                          rng.normal([2.5, -1.3], 0.8, (32, 2))]).astype(np.float32)
+y_blobs = np.repeat([0, 1], 32).astype(np.int64)
+np.savez(os.path.join(scratch, "blobs.npz"), X=X_blobs, y=y_blobs)
+with socket.socket() as probe:  # a free port for the process group
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+
+# %%
+%%writefile {scratch}/ddp_book.py
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+import torch.multiprocessing as mp
+from torch.utils.data.distributed import DistributedSampler
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.distributed import init_process_group, destroy_process_group
+
+
+class NeuralNetwork(torch.nn.Module):
+    def __init__(self, num_inputs, num_outputs):
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(num_inputs, 30), torch.nn.ReLU(),
+            torch.nn.Linear(30, 20), torch.nn.ReLU(),
+            torch.nn.Linear(20, num_outputs),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def ddp_setup(rank, world_size, port):
+    os.environ["MASTER_ADDR"] = "localhost"
+    os.environ["MASTER_PORT"] = str(port)  # CPU run: a free port chosen by the notebook
+    init_process_group(backend="gloo", rank=rank, world_size=world_size)  # CPU: gloo, not nccl
+
+
+def prepare_dataset(folder):
+    data = np.load(os.path.join(folder, "blobs.npz"))
+    train_ds = TensorDataset(torch.from_numpy(data["X"]), torch.from_numpy(data["y"]))
+    train_loader = DataLoader(
+        dataset=train_ds,
+        batch_size=8,  # per process
+        shuffle=False,  # False because of DistributedSampler below
+        drop_last=True,
+        sampler=DistributedSampler(train_ds),  # chunk batches across processes without overlap
+    )
+    return train_loader
+
+
+def main(rank, world_size, num_epochs, port, folder):
+    torch.set_num_threads(1)
+    ddp_setup(rank, world_size, port)
+    train_loader = prepare_dataset(folder)
+    torch.manual_seed(123)  # here: a seed set before mp.spawn does not reach the new processes
+    model = NeuralNetwork(num_inputs=2, num_outputs=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model = DDP(model)  # CPU: no device_ids; DDP copies rank 0's weights to every process
+    if rank == 0:
+        torch.save(model.module.state_dict(), os.path.join(folder, "ddp_initial.pth"))
+
+    losses, orders = [], []
+    for epoch in range(num_epochs):
+        train_loader.sampler.set_epoch(epoch)  # a different shuffle each epoch
+        orders.append(list(train_loader.sampler))  # (recorded for the notebook)
+        model.train()
+        for features, labels in train_loader:
+            logits = model(features)
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad()
+            loss.backward()  # DDP averages the gradients of all processes here
+            optimizer.step()
+            losses.append(loss.item())
+            print(f"[rank{rank}] Epoch: {epoch+1:03d}/{num_epochs:03d}"
+                  f" | Batchsize {labels.shape[0]:03d}"
+                  f" | Train Loss: {loss:.2f}\n", end="", flush=True)  # one write: lines of the ranks don't mix
+
+    np.savez(os.path.join(folder, f"ddp_rank{rank}.npz"), losses=np.array(losses), orders=np.array(orders))
+    if rank == 0:
+        torch.save(model.module.state_dict(), os.path.join(folder, "ddp_final.pth"))
+    destroy_process_group()
+    # CPU run: leave without the interpreter's shutdown, where Gloo's threads now and then abort
+    # a finished process (SIGABRT, "terminate called without an active exception").
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    port, folder = int(sys.argv[1]), sys.argv[2]
+    world_size, num_epochs = 2, 3  # two processes ("GPUs")
+    mp.spawn(main, args=(world_size, num_epochs, port, folder), nprocs=world_size)
+
+# %%
+# PyTorch: run the script; 300 s only guards against a hang
+completed = subprocess.run([sys.executable, os.path.join(scratch, "ddp_book.py"), str(port), scratch],
+                           capture_output=True, text=True, timeout=300)
+assert completed.returncode == 0, completed.stderr[-2000:]
+print("\n".join(sorted(completed.stdout.split("\n")[:-1], key=lambda line: line[:7])))  # by rank
+
+ranks = [np.load(os.path.join(scratch, f"ddp_rank{rank}.npz")) for rank in range(2)]
+ddp_losses = (ranks[0]["losses"] + ranks[1]["losses"]) / 2  # the loss of the global batch of 16
+ddp_initial = torch.load(os.path.join(scratch, "ddp_initial.pth"), weights_only=True)
+ddp_final = torch.load(os.path.join(scratch, "ddp_final.pth"), weights_only=True)
+
+# %% [markdown]
+# ## The same training in one JAX process: a mesh
+#
+# `fm.data_mesh()` arranges the devices along one axis named `"data"`. A batch placed with
+# `fm.batch_sharding(mesh)` is split along that axis (16 rows: 2 per device), and parameters
+# placed with `fm.replicated_sharding(mesh)` are copied to every device. `fm.fit(...,
+# mesh=mesh)` does both; its train step is the same jitted function as on one device.
+#
+# To compare with DDP, the loader replays DDP's global batches: batch *k* is rank 0's batch
+# *k* followed by rank 1's. Rank 0 and rank 1 each computed the mean loss of their 8 rows and
+# DDP averaged their gradients, which is exactly the gradient of the mean loss over all 16
+# rows, what the JAX step computes.
+
+# %%
+# JAX
+mesh = fm.data_mesh()
+print(mesh)
+
+batch = jax.device_put(X_blobs[:16], fm.batch_sharding(mesh))
+print("one batch of 16 rows:", [(shard.device.id, shard.data.shape) for shard in batch.addressable_shards])
+
+
+def global_orders(rank_orders, per_rank=8):
+    """Each epoch's order as the global batches see it: rank 0's batch k, then rank 1's batch k."""
+    orders = []
+    for epoch in range(len(rank_orders[0])):
+        order = []
+        for start in range(0, len(rank_orders[0][epoch]) - per_rank + 1, per_rank):
+            for rank_order in rank_orders:
+                order += list(rank_order[epoch][start:start + per_rank])
+        orders.append(order)
+    return orders
+
+
+orders = global_orders([ranks[0]["orders"], ranks[1]["orders"]])
+dataset = fm.ArrayDataset(X_blobs, y_blobs)
+start_model = fm.load_state_dict(fm.NeuralNetwork(2, 2, key=jax.random.key(0)), ddp_initial)
+
+mesh_model, mesh_history = fm.fit(
+    start_model, optax.sgd(0.5),
+    fm.DataLoader(dataset, batch_size=16, sampler=ReplaySampler(orders), drop_last=True),
+    num_epochs=3, mesh=mesh, log=None)
+single_model, single_history = fm.fit(
+    start_model, optax.sgd(0.5),
+    fm.DataLoader(dataset, batch_size=16, sampler=ReplaySampler(orders), drop_last=True),
+    num_epochs=3, log=None)
+print("DDP, 2 processes:   ", np.round(ddp_losses, 4))
+print("JAX, 8-device mesh: ", np.round(mesh_history["loss"], 4))
+print("JAX, one device:    ", np.round(single_history["loss"], 4))
+print(mesh_model.layers[0].weight.sharding)
+
+# %%
+# Check: DDP, the JAX mesh and one JAX device agree on every loss and every weight, to 1e-5
+assert_same(mesh_history["loss"], ddp_losses, same_dtype=False)
+assert_same(single_history["loss"], mesh_history["loss"], same_dtype=False)
+for key, value in ddp_final.items():
+    assert_same(fm.state_dict(mesh_model)[key], value)
+    assert_same(fm.state_dict(single_model)[key], fm.state_dict(mesh_model)[key])
+assert len(batch.addressable_shards) == 8 and batch.addressable_shards[0].data.shape == (2, 2)
+
+# %% [markdown]
+# ### Where did the gradient averaging go?
+#
+# DDP averages gradients with hooks that run during `backward()`. In JAX nobody wrote an
+# averaging step: when the compiler partitions the step for the mesh, it sees that the
+# gradient sums over the batch axis, which is split across devices, and inserts an
+# `all-reduce` into the compiled program. We can find it there.
+
+# %%
+params, static = eqx.partition(start_model, eqx.is_inexact_array)
+
+
+def loss_fn(params, X, y):
+    return fm.cross_entropy(eqx.combine(params, static)(X), y)
+
+
+X_sharded = jax.device_put(X_blobs[:16], fm.batch_sharding(mesh))
+y_sharded = jax.device_put(y_blobs[:16], fm.batch_sharding(mesh))
+replicated = jax.device_put(params, fm.replicated_sharding(mesh))
+compiled = jax.jit(jax.grad(loss_fn)).lower(replicated, X_sharded, y_sharded).compile()
+all_reduces = [line.strip() for line in compiled.as_text().splitlines() if "all-reduce(" in line]
+print(len(all_reduces), "all-reduce instruction(s), e.g.:")
+print(all_reduces[0][:150])
+
+# %%
+# Check: the compiled gradient has an all-reduce, and equals the gradient on one device
+assert all_reduces
+sharded_grads = jax.jit(jax.grad(loss_fn))(replicated, X_sharded, y_sharded)
+single_grads = jax.grad(loss_fn)(params, X_blobs[:16], y_blobs[:16])
+for sharded, single in zip(jax.tree_util.tree_leaves(sharded_grads), jax.tree_util.tree_leaves(single_grads)):
+    assert_same(sharded, single)
+
+# %% [markdown]
+# ## Several processes: `jax.distributed` and `fm.launch`
+#
+# One JAX process can drive all the GPUs of one machine, so DDP's process-per-GPU is not
+# needed there. For several machines, each runs one process and they join with
+# `jax.distributed.initialize`; then `jax.devices()` lists the devices of *every* process, the
+# mesh spans them all, and each process feeds only its own rows of each global batch.
+# `fm.launch(fn, num_processes, ...)` does this on one machine, as `mp.spawn` does for DDP: it
+# starts the processes, initialises `jax.distributed` in each, and calls `fn(rank, ...)`.
+#
+# As with `mp.spawn`, the function must live in a file. Here two processes with 4 CPU devices
+# each form the same 8-device mesh; each process replays *its* DDP rank's batches, so rank 0
+# feeds rows 1–8 and rank 1 rows 9–16 of every global batch.
+
+# %%
+%%writefile {scratch}/jax_ddp.py
+import jax
+import numpy as np
+import optax
+
+import fundamentals as fm
+
+
+class ReplaySampler:
+    def __init__(self, orders):
+        self.orders = [list(order) for order in orders]
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(self.orders[self.epoch])
+
+    def __len__(self):
+        return len(self.orders[0])
+
+
+def main(rank, folder, initial_state, num_epochs):
+    # jax.distributed is initialised: this process sees all 8 devices, 4 of them its own
+    data = np.load(f"{folder}/blobs.npz")
+    my_orders = np.load(f"{folder}/ddp_rank{rank}.npz")["orders"]
+    loader = fm.DataLoader(fm.ArrayDataset(data["X"], data["y"]), batch_size=8,  # this process's rows
+                           sampler=ReplaySampler(my_orders), drop_last=True)
+    model = fm.load_state_dict(fm.NeuralNetwork(2, 2, key=jax.random.key(0)), initial_state)
+    model, history = fm.fit(model, optax.sgd(0.5), loader, num_epochs=num_epochs, mesh=fm.data_mesh(), log=None)
+    print(f"process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} local devices,"
+          f" {jax.device_count()} in the mesh")
+    return history["loss"], fm.state_dict(model)
+
+# %%
+# JAX: two processes, 4 devices each
+sys.path.insert(0, scratch)
+import jax_ddp
+
+initial_numpy = {key: value.numpy() for key, value in ddp_initial.items()}
+output = io.StringIO()
+with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+    results = fm.launch(jax_ddp.main, 2, scratch, initial_numpy, 3, devices_per_process=4)
+print("\n".join(line for line in output.getvalue().splitlines() if "process " in line))
+for rank, (losses, _) in enumerate(results):
+    print(f"rank {rank}:", np.round(losses, 4))
+
+# %%
+# Check: both processes report the global losses, equal to DDP's and to the one-process mesh
+for losses, state in results:
+    assert_same(losses, ddp_losses, same_dtype=False)
+    for key, value in ddp_final.items():
+        assert_same(state[key], value)
+
+# %% [markdown]
+# ## Summary
+#
+# | PyTorch | JAX with `fundamentals` |
+# |---|---|
+# | `torch.device("cuda" if torch.cuda.is_available() else "cpu")` | `fm.default_device()` |
+# | `tensor.to(device)`, `model.to(device)` (in place for a model) | `fm.to_device(x, device)` (a new array or model) |
+# | "Expected all tensors to be on the same device" | `ValueError: ... incompatible devices ...` (committed arrays only) |
+# | one process per GPU, `mp.spawn`, `init_process_group` | one process for all local devices; `fm.launch` / `jax.distributed.initialize` across machines |
+# | `DistributedSampler`: each process loads its rows | the batch sharded over the mesh: `fm.batch_sharding(mesh)` |
+# | `DDP(model)`: a copy per GPU, kept equal | parameters replicated: `fm.replicated_sharding(mesh)` |
+# | gradients all-reduced by DDP's hooks in `backward()` | an `all-reduce` the compiler inserts into the jitted step |
+# | `destroy_process_group()` | nothing to clean up |
+
+# %%
+sys.path.remove(scratch)
+shutil.rmtree(scratch)
