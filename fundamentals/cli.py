@@ -94,8 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmark jit-compiled JAX training against PyTorch (fundamentals bench --help)",
         add_help=False,
     )
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    bench.set_defaults(handler=_run_bench)
+    bench.set_defaults(handler=None)  # main() hands `bench ...` to fundamentals.bench before parsing
 
     doctor = commands.add_parser("doctor", help="check the installation and list JAX devices")
     doctor.set_defaults(handler=_run_doctor)
@@ -245,12 +244,6 @@ def _plot_loss(losses, steps_per_epoch: int, path: str, title: str) -> None:
     plt.close(figure)
 
 
-def _run_bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main
-
-    return bench_main(args.bench_args)
-
-
 def _run_doctor(args: argparse.Namespace) -> int:
     from .doctor import doctor
 
@@ -258,6 +251,12 @@ def _run_doctor(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        # bench parses its own options; argparse's REMAINDER would refuse a leading --option.
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,152 @@
+"""`fundamentals bench`: runs in quick mode, writes JSON and a PNG, rejects bad arguments in one line.
+
+Timings are never asserted (the machine is shared); only that every figure is there and positive.
+"""
+
+import copy
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fundamentals import bench, cli
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    json_path, png_path = folder / "bench.json", folder / "bench.png"
+    completed = subprocess.run(
+        [sys.executable, "-m", "fundamentals.cli", "bench", "all", "--quick", "--json", str(json_path),
+         "--plot", str(png_path)],
+        capture_output=True,
+        text=True,
+    )
+    return completed, json_path, png_path
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+def test_all_quick_runs_and_reports_every_section(quick_run):
+    completed, json_path, png_path = quick_run
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    for heading in ("## tiny", "## wide", "## matmul", "## loader", "## compile", "| variant | µs / step |"):
+        assert heading in completed.stdout
+    assert "bench: tiny" in completed.stderr  # progress goes to stderr
+
+    results = json.loads(json_path.read_text())
+    machine = results["machine"]
+    assert machine["cpu"] and machine["cores"] >= 1 and machine["versions"]["jax"]
+    assert machine["jax_devices"][0]["platform"]
+
+    for section in ("tiny", "wide"):
+        figures = results[section]["figures"]
+        ours = ["fit_per_step", "fit_fused", "jit_step"]
+        if section == "tiny":  # (the synchronous-dispatch rows exist on a CPU, as here)
+            ours += ["jit_floor", "scan_epoch", "filter_jit", "fit_per_step_sync", "jit_step_sync"]
+        theirs = ["eager_step", "eager_loop"] if HAS_TORCH else []
+        for name in ours + theirs:
+            assert _positive(figures[name]["seconds_per_step"]), (section, name)
+            assert all(_positive(s) for s in figures[name]["samples"]), (section, name)
+        assert _positive(figures["fit_fused"]["fixed_seconds"])
+    wide = results["wide"]
+    assert wide["parameters"] == 64 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10
+    assert wide["flops_per_step"] == 6 * wide["parameters"] * 32
+    assert _positive(wide["figures"]["fit_per_step"]["gflops"])
+    assert _positive(wide["figures"]["fit_per_step"]["percent_of_matmul_rate"])
+    assert _positive(wide["jax"]["matmul"]["gflops"])
+
+    rows = results["matmul"]["jax"]["platforms"]["cpu"]["rows"]
+    assert rows[0]["shape"] == [[100, 200], [200, 300]]  # exercise A.4
+    assert all(_positive(row["seconds"]) and _positive(row["gflops"]) for row in rows)
+
+    assert _positive(results["loader"]["ours_epoch_ms"]) and _positive(results["loader"]["floor_epoch_ms"])
+
+    compiled = results["compile"]
+    for which in ("cold", "warm"):
+        assert _positive(compiled[which]["first_step_seconds"]) and _positive(compiled[which]["compile_seconds"])
+    assert compiled["warm"]["cache_hits"] >= 1 and compiled["cold"]["cache_hits"] == 0
+
+    if HAS_TORCH:
+        assert machine["torch_available"] is True
+        assert _positive(results["tiny"]["figures"]["fit_fused"]["speedup_vs_torch_eager"])
+        assert _positive(results["loader"]["torch_epoch_ms"])
+    assert {t["target"].split(":")[0] for t in results["targets"]} >= {"wide", "compile"}
+
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_covers_a_gpu_run(quick_run):
+    """The GPU paths of the report (no GPU here): device names, the crossover, the share of peak."""
+    _, json_path, _ = quick_run
+    results = json.loads(json_path.read_text())
+    gpu_kind = "NVIDIA H100 80GB HBM3"
+    results["machine"]["jax_devices"] = [{"platform": "gpu", "device_kind": gpu_kind, "id": 0}]
+    results["wide"]["jax"]["info"]["devices"] = results["machine"]["jax_devices"]
+    matmul = results["matmul"]
+    cpu = matmul["jax"]["platforms"]["cpu"]
+    gpu = copy.deepcopy(cpu)
+    gpu["device"] = gpu_kind
+    for row in gpu["rows"][1:]:  # the GPU loses on A.4's small product, wins on the squares
+        row["seconds"] /= 10
+        row["gflops"] *= 10
+    matmul["jax"]["platforms"]["gpu"] = gpu
+    matmul["has_gpu"] = True
+    matmul["gpu_wins_from"]["jax"] = gpu["rows"][1]["shape"]
+    report = bench.format_report(results)
+    assert f"JAX GPU ({gpu_kind})" in report
+    size = gpu["rows"][1]["shape"][0][0]
+    assert f"JAX: the GPU beats the CPU from {size}×{size} on" in report
+    assert "of its 67 TFLOP/s float32 peak" in report
+    assert bench._gpu_peak_tflops("NVIDIA H100 PCIe") == 51.2
+    assert bench._gpu_peak_tflops(None) is None and bench._gpu_peak_tflops("cpu") is None
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench", "bogus"], "invalid choice: 'bogus'"),
+        (["bench", "tiny", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["bench", "tiny", "--plot", "out.jpg"], "--plot must name a .png file"),
+        (["bench", "tiny", "--json", "/no/such/folder/out.json"], "--json folder does not exist"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_without_torch_reports_jax_figures_only(tmp_path):
+    # A `torch` that cannot be imported, ahead of the real one on the workers' path.
+    fake = tmp_path / "no_torch" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    env = dict(os.environ, PYTHONPATH=str(fake.parent))
+    completed = subprocess.run(
+        [sys.executable, "-m", "fundamentals.cli", "bench", "matmul", "--quick", "--json", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "PyTorch not installed (JAX figures only)" in completed.stdout
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["matmul"]["torch"] is None and results["machine"]["torch_available"] is False
+    assert all(_positive(row["seconds"]) for row in results["matmul"]["jax"]["platforms"]["cpu"]["rows"])
+
+
+def test_bench_takes_a_leading_option_through_the_fundamentals_command(capsys):
+    from fundamentals.cli import main as cli_main
+
+    assert cli_main(["bench", "--help"]) == 0
+    assert "--quick" in capsys.readouterr().out
