@@ -27,6 +27,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .tensors import tensor
@@ -111,8 +112,25 @@ def cross_entropy(logits, labels, reduction: str = "mean") -> jax.Array:
         )
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"cross_entropy: labels must be integer class indices, got dtype {labels.dtype}")
+    check_labels(labels, logits.shape[-1], "cross_entropy")
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return _reduce(losses, reduction)
+
+
+def check_labels(labels, num_classes: int, where: str) -> None:
+    """Raise a `ValueError` if concrete integer `labels` fall outside `[0, num_classes)`.
+
+    Out-of-range labels do not fail inside a softmax cross-entropy: they give NaN or a
+    silently wrong loss. Labels being traced inside `jax.jit` cannot be checked and pass.
+    """
+    if isinstance(labels, jax.core.Tracer):
+        return
+    values = np.asarray(labels)
+    if values.size and (values.min() < 0 or values.max() >= num_classes):
+        raise ValueError(
+            f"{where}: labels must be class indices in [0, {num_classes}) for {num_classes} outputs, "
+            f"got values from {values.min()} to {values.max()}"
+        )
 
 
 def logistic_regression_loss(w1, b, x1=None, y=None) -> jax.Array:

@@ -44,6 +44,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
 def _hidden(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(","))
@@ -73,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, help="SGD learning rate (toy: 0.5, others: 0.1)")
     train.add_argument("--batch-size", type=_positive_int, help="batch size (toy: 2, others: 32)")
     train.add_argument("--hidden", type=_hidden, default=(30, 20), help="hidden layer sizes (default 30,20)")
-    train.add_argument("--seed", type=int, default=123, help="seed for the parameters and the batch order (123)")
+    train.add_argument("--seed", type=_seed, default=123, help="seed for the parameters and the batch order (123)")
     train.add_argument("--out", default="model.safetensors", help="where to save the model (model.safetensors)")
     train.add_argument("--checkpoint", help="save training state here after every epoch")
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
@@ -108,9 +118,14 @@ def _run_train(args: argparse.Namespace) -> int:
         raise CLIError("--resume needs --checkpoint PATH")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise CLIError(f"--plot must name a .png file, got {args.plot!r}")
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        raise CLIError(f"--out folder does not exist: {out_dir}")
+    for option, path in (("--out", args.out), ("--checkpoint", args.checkpoint), ("--plot", args.plot)):
+        if path is None:
+            continue
+        if os.path.isdir(path):
+            raise CLIError(f"{option} {path} is a folder; give a file name")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise CLIError(f"{option} folder does not exist: {folder}")
     _load_split(args)  # a bad data file fails here, once, before any process starts
 
     if args.num_processes * args.devices_per_process == 1:

@@ -290,8 +290,20 @@ def _fetch_items(dataset, indices: np.ndarray, collate_fn):
     return collate_fn([dataset[int(i)] for i in indices])
 
 
-def _fetch_arrays(dataset: ArrayDataset, indices: np.ndarray):
-    return dataset[indices]
+def reads_arrays(loader) -> bool:
+    """Whether `loader`'s batches are plain gathers of an `ArrayDataset`'s arrays.
+
+    True for a `DataLoader` over an `ArrayDataset` (not a subclass that changes
+    `__getitem__`) without `collate_fn`: then a batch is `tuple(a[indices] for a in
+    dataset.arrays)`, which is what lets `fit` gather whole epochs itself.
+    """
+    return (
+        isinstance(loader, DataLoader)
+        and type(loader).__iter__ is DataLoader.__iter__
+        and loader.collate_fn is None
+        and isinstance(loader.dataset, ArrayDataset)
+        and type(loader.dataset).__getitem__ is ArrayDataset.__getitem__
+    )
 
 
 def _json_state(state):
@@ -441,13 +453,8 @@ class DataLoader:
         return [order[start : min(start + size, stop)] for start in range(0, stop, size)]
 
     def _fetcher(self) -> Callable[[np.ndarray], Any]:
-        if (
-            self.collate_fn is None
-            and isinstance(self.dataset, ArrayDataset)
-            and type(self.dataset).__getitem__ is ArrayDataset.__getitem__
-        ):
-            dataset = self.dataset
-            return lambda indices: _fetch_arrays(dataset, indices)
+        if reads_arrays(self):
+            return self.dataset.__getitem__
         dataset, collate = self.dataset, self.collate_fn or default_collate
         return lambda indices: _fetch_items(dataset, indices, collate)
 
@@ -465,7 +472,7 @@ class DataLoader:
         same dataset then continues with exactly the epochs this one would produce next.
         """
         state = {"rng": _json_state(self._rng.bit_generator.state)}
-        if self.sampler is not None and hasattr(self.sampler, "epoch"):
+        if self.sampler is not None and hasattr(self.sampler, "epoch") and hasattr(self.sampler, "set_epoch"):
             state["sampler_epoch"] = int(self.sampler.epoch)
         return state
 

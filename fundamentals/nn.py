@@ -94,6 +94,8 @@ class NeuralNetwork(eqx.Module):
         hidden = tuple(hidden)
         if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
             raise ValueError(f"NeuralNetwork: hidden must be positive ints, got {hidden!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)):
+            raise TypeError(f"NeuralNetwork: dropout must be a float in [0, 1), got {type(dropout).__name__}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"NeuralNetwork: dropout must be in [0, 1), got {dropout!r}")
         sizes = (int(num_inputs), *(int(h) for h in hidden), int(num_outputs))

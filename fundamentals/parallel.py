@@ -57,6 +57,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec, Sharding
 
+from .checkpoint import atomic_write_bytes
+
 __all__ = [
     "default_device",
     "to_device",
@@ -608,12 +610,6 @@ def _read_result(workdir: str, rank: int):
         return pickle.load(file)
 
 
-def _write_atomically(path: str, data: bytes) -> None:
-    with open(path + ".tmp", "wb") as file:
-        file.write(data)
-    os.replace(path + ".tmp", path)
-
-
 def _frame(data: bytes) -> bytes:
     return len(data).to_bytes(8, "little") + data
 
@@ -679,9 +675,9 @@ def _child_main() -> None:
             data = pickle.dumps(result)
         except Exception as error:  # noqa: BLE001
             raise TypeError(f"the value fn returned on rank {rank} cannot be pickled: {error}") from None
-        _write_atomically(os.path.join(setup["workdir"], f"rank{rank}.result"), data)
+        atomic_write_bytes(os.path.join(setup["workdir"], f"rank{rank}.result"), data)
     except BaseException:  # noqa: BLE001 - KeyboardInterrupt and SystemExit are failures of this rank too
-        _write_atomically(error_path, traceback.format_exc().encode("utf-8"))
+        atomic_write_bytes(error_path, traceback.format_exc().encode("utf-8"))
         sys.stdout.flush()
         sys.stderr.flush()
         # Skip atexit: jax.distributed's shutdown barrier would wait for the other ranks.

@@ -17,7 +17,8 @@ for epoch in range(num_epochs):                     for epoch ...:  (host)
 
 The model is split once into its arrays (`params`, what the optimizer sees) and the rest
 (`static`, the structure), outside the compiled step, so the step is one `jax.jit` of loss,
-gradient, optimizer update and apply that never recompiles after the first call.
+gradient, optimizer update and apply that never recompiles after the first epoch (a ragged
+last batch, or a shorter last chunk of a fused epoch, is one more shape, compiled once).
 
 When the loader reads an in-memory `ArrayDataset`, a whole epoch runs as one compiled
 `lax.scan` over its batches (in chunks, so memory stays bounded): the batch order still comes
@@ -38,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .autograd import cross_entropy
+from .autograd import check_labels, cross_entropy
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import ArrayDataset, DataLoader
+from .data import reads_arrays
 from .parallel import DATA_AXIS, batch_sharding, check_batch_size, replicated_sharding
 
 __all__ = [
@@ -201,14 +202,14 @@ class _Steps:
         )
 
 
+def _num_outputs(model, X: np.ndarray) -> int:
+    """The size of the model's last output axis, from its abstract evaluation on one example."""
+    out = jax.eval_shape(eqx.nn.inference_mode(model), jax.ShapeDtypeStruct(X.shape[1:], X.dtype))
+    return int(out.shape[-1])
+
+
 def _can_fuse(loader) -> bool:
-    return (
-        isinstance(loader, DataLoader)
-        and isinstance(loader.dataset, ArrayDataset)
-        and len(loader.dataset.arrays) == 2
-        and loader.num_workers == 0
-        and loader.collate_fn is None
-    )
+    return reads_arrays(loader) and len(loader.dataset.arrays) == 2 and loader.num_workers == 0
 
 
 def _chunks(batches: list[np.ndarray], row_bytes: int) -> list[list[np.ndarray]]:
@@ -275,8 +276,9 @@ def fit(
 
     `(model, history)`: the trained model (the one passed in is unchanged) and a dict with
     `"loss"` (every step's loss, in order), `"epoch_loss"` (mean per epoch),
-    `"val_accuracy"` (per epoch, if `val_loader`) and `"compilations"` (how many times the
-    step was traced: 1 per distinct batch shape).
+    `"val_accuracy"` (per epoch, if `val_loader`) and `"compilations"` (how many programs
+    were traced: one step per distinct batch shape, and with fused epochs one scan per
+    distinct chunk length; all of them in the first epoch, none after).
 
     **Raises:** `TrainingDivergedError` (a `FloatingPointError`) naming the epoch and step if
     the loss becomes NaN or infinite; the last checkpoint stays as it was.
@@ -287,6 +289,8 @@ def fit(
         raise TypeError(f"optimizer must be an optax.GradientTransformation (e.g. optax.sgd(0.5)), got {type(optimizer).__name__}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH to resume from")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     try:
         num_batches = len(train_loader)
     except TypeError:
@@ -312,8 +316,15 @@ def fit(
         if os.path.exists(checkpoint):
             params_model, opt_state, state = load_checkpoint(checkpoint, params=model, opt_state=opt_state)
             params = eqx.filter(params_model, eqx.is_inexact_array)
+            if state.get("seed", seed) != seed:
+                raise ValueError(
+                    f"seed={seed} differs from the seed {state['seed']} the checkpoint {checkpoint} was trained "
+                    "with; resume with the same seed to continue the same run"
+                )
             start_epoch, global_step = state["epoch"], state["global_step"]
             history = state["history"]
+            if val_loader is not None:
+                history.setdefault("val_accuracy", [])
             if "loader" in state and hasattr(train_loader, "load_state_dict"):
                 train_loader.load_state_dict(state["loader"])
             if log is not None:
@@ -332,6 +343,11 @@ def fit(
 
     dataset_arrays = train_loader.dataset.arrays if fused else None
     row_bytes = sum(a[0].nbytes for a in dataset_arrays) if fused else 0
+    # Labels outside [0, classes) make cross-entropy NaN, which would be blamed on the learning rate.
+    check_each_batch = loss_fn is cross_entropy and not fused
+    if loss_fn is cross_entropy and fused:
+        check_labels(dataset_arrays[1], _num_outputs(model, dataset_arrays[0]), "fit: train_loader")
+    num_outputs = None
     try:
         for epoch in range(start_epoch, num_epochs):
             sampler = getattr(train_loader, "sampler", None)
@@ -340,7 +356,8 @@ def fit(
             epoch_losses: list[float] = []
 
             def report(losses: np.ndarray, first_batch: int) -> None:
-                for offset, value in enumerate(losses.tolist()):
+                values = losses.tolist()
+                for offset, value in enumerate(values):
                     batch_number = first_batch + offset
                     if not math.isfinite(value):
                         raise TrainingDivergedError(
@@ -351,7 +368,7 @@ def fit(
                         )
                     if log is not None:
                         log(format_step_log(epoch + 1, num_epochs, batch_number, num_batches, value))
-                epoch_losses.extend(losses.tolist())
+                epoch_losses.extend(values)
                 if bar is not None:
                     bar.update(len(losses))
                     bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -387,6 +404,9 @@ def fit(
                 for features, labels, *_ in train_loader:
                     features, labels = np.asarray(features), np.asarray(labels)
                     placement.check_batch(features.shape[0])
+                    if check_each_batch and epoch == start_epoch:  # labels are the same every epoch
+                        num_outputs = num_outputs or _num_outputs(model, features)
+                        check_labels(labels, num_outputs, "fit: train_loader")
                     params, opt_state, loss = steps.step(
                         params, opt_state, placement.put(features), placement.put(labels),
                         placement.replicate(np.int32(global_step)), seed_array,
@@ -446,7 +466,9 @@ def compute_accuracy(model, loader, mesh=None) -> float:
     runs in inference mode (`eqx.nn.inference_mode`: dropout off) and nothing computes a
     gradient. In a multi-process run (`mesh` spanning several processes, each with its own
     shard of the data) the counts are summed across processes, so every process gets the
-    accuracy over the whole data set.
+    accuracy over all the shards together. As in PyTorch, a `DistributedSampler` pads the
+    shards to equal length by repeating a few examples, which are then counted twice (at most
+    `num_replicas - 1` of them).
     """
     model = eqx.nn.inference_mode(model)
     correct, total = 0, 0

@@ -83,3 +83,9 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
         fm.save_model(fm.NeuralNetwork(2, 2, key=jax.random.key(2)), path)
     assert path.read_bytes() == before  # the saved model survived the failed save
     assert os.listdir(tmp_path) == ["model.safetensors"]  # and no temporary file was left
+
+
+def test_saving_onto_a_folder_names_it_and_writes_nothing(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        fm.save_model(fm.NeuralNetwork(2, 2, key=jax.random.key(0)), tmp_path)
+    assert os.listdir(tmp_path) == []

@@ -40,7 +40,7 @@ def test_digits_reaches_95_percent(tmp_path, capsys):
     assert code == 0
     accuracy = float(re.search(r"Test accuracy: ([\d.]+)", out).group(1))
     assert accuracy >= 0.95
-    # independent check of the printed number: predictions of the saved model on sklearn's digits
+    # the saved model, on scikit-learn's digits read directly (train and test rows together)
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -105,6 +105,9 @@ def test_checkpoint_and_resume(tmp_path, capsys):
         (["--lr", "abc"], "--lr: expected a positive number"),
         (["--hidden", "30,x"], "--hidden: expected comma-separated layer sizes"),
         (["--resume"], "--resume needs --checkpoint"),
+        (["--seed", "-1"], "--seed: expected a non-negative integer"),
+        (["--out", "."], "--out . is a folder"),
+        (["--checkpoint", "."], "--checkpoint . is a folder"),
         (["--plot", "loss.jpg"], "--plot must name a .png file"),
         (["--checkpoint", "NOT_A_CHECKPOINT", "--resume"], "not a training checkpoint"),
     ],

@@ -126,3 +126,15 @@ def test_loaded_model_does_not_alias_torch_memory(torch):
     with torch.no_grad():
         reference.layers[0].weight.add_(1.0)
     np.testing.assert_array_equal(fm.state_dict(model)["layers.0.weight"], before)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"dropout": "0.5"}, TypeError, "dropout must be a float"),
+    ({"dropout": 1.0}, ValueError, r"dropout must be in \[0, 1\)"),
+    ({"hidden": (30, 0)}, ValueError, "hidden must be positive ints"),
+])
+def test_bad_constructor_arguments_name_the_argument(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fm.NeuralNetwork(2, 2, key=jax.random.key(0), **kwargs)
+    with pytest.raises(ValueError, match="num_inputs must be a positive int"):
+        fm.NeuralNetwork(0, 2, key=jax.random.key(0))

@@ -75,7 +75,7 @@ def test_step_never_recompiles():
         assert history["compilations"] == shapes
 
 
-def test_same_seed_same_bits_and_optimizer_state_is_params_only():
+def test_same_seed_same_bits():
     X, y = random_classification()
     runs = []
     for _ in range(2):
@@ -195,3 +195,66 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="fused=True"):
         fm.fit(model, optax.sgd(0.1), fm.DataLoader(fm.ArrayDataset(X, y), batch_size=2, num_workers=1),
                num_epochs=1, fused=True)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_labels_out_of_range_are_named_not_blamed_on_the_learning_rate(fused):
+    X, y = random_classification(n=20)
+    loader = fm.DataLoader(fm.ArrayDataset(X, y + 5), batch_size=4)
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 3\).*got values from 5 to"):
+        fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), loader, num_epochs=1, log=None,
+               fused=fused)
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        fm.cross_entropy(np.zeros((2, 2), np.float32), np.array([5, 7]))
+
+
+def test_subclass_that_changes_getitem_is_not_fused_around(torch):
+    X, y = random_classification(n=40)
+
+    class Scaled(fm.ArrayDataset):  # an augmentation the fused path must not skip
+        def __getitem__(self, index):
+            features, labels = super().__getitem__(index)
+            return features * 0 + 1.0, labels
+
+    def losses(fused):
+        loader = fm.DataLoader(Scaled(X, y), batch_size=4, shuffle=True, seed=0)
+        return fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), loader, num_epochs=1,
+                      log=None, fused=fused)[1]["loss"]
+
+    with pytest.raises(ValueError, match="fused=True"):
+        losses(True)
+    # the default picks the per-step path, which sees the subclass's features (all ones):
+    # the first loss is then the cross-entropy of the model's logits for a row of ones
+    network = torch_network(torch, 5, 3)
+    model = fm.load_state_dict(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), network.state_dict())
+    loader = fm.DataLoader(Scaled(X, y), batch_size=4, shuffle=True, seed=0)
+    _, labels = next(iter(loader))
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(network(torch.ones(4, 5)), torch.from_numpy(labels)).item()
+    first = fm.fit(model, optax.sgd(0.1), fm.DataLoader(Scaled(X, y), batch_size=4, shuffle=True, seed=0),
+                   num_epochs=1, log=None)[1]["loss"][0]
+    assert first == pytest.approx(expected, abs=1e-5)
+
+
+def test_fused_compilations_do_not_grow_with_epochs():
+    X, y = random_classification(n=2100, features=3)
+    counts = []
+    for epochs in (1, 3):
+        loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=2, shuffle=True, seed=0)
+        counts.append(fm.fit(fm.NeuralNetwork(3, 3, key=jax.random.key(0)), optax.sgd(0.1), loader,
+                             num_epochs=epochs, log=None, fused=True)[1]["compilations"])
+    # 1050 steps an epoch run as a chunk of 1024 and one of 26: two programs, compiled once each
+    assert counts == [2, 2]
+
+
+def test_resume_with_a_val_loader_and_a_different_seed(tmp_path):
+    X, y = random_classification(n=40)
+    path = str(tmp_path / "run.ckpt")
+    loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=8, shuffle=True, seed=0)
+    model = fm.NeuralNetwork(5, 3, key=jax.random.key(0))
+    fm.fit(model, optax.sgd(0.1), loader, num_epochs=1, log=None, checkpoint=path)
+    _, history = fm.fit(model, optax.sgd(0.1), loader, num_epochs=2, log=None, checkpoint=path, resume=True,
+                        val_loader=fm.DataLoader(fm.ArrayDataset(X, y), batch_size=40))
+    assert len(history["val_accuracy"]) == 1 and len(history["loss"]) == 10
+    with pytest.raises(ValueError, match="seed=7 differs"):
+        fm.fit(model, optax.sgd(0.1), loader, num_epochs=3, log=None, checkpoint=path, resume=True, seed=7)
