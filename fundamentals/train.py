@@ -75,13 +75,6 @@ def _takes_key(model) -> bool:
         return False
 
 
-def _host(array) -> np.ndarray:
-    """A NumPy copy of an array, also of a replicated array that spans several processes."""
-    if isinstance(array, jax.Array) and not array.is_fully_addressable:
-        return np.asarray(array.addressable_shards[0].data)
-    return np.asarray(array)
-
-
 def _local(tree):
     """The same pytree with every multi-process replicated array replaced by this process's copy."""
 
@@ -91,6 +84,11 @@ def _local(tree):
         return leaf
 
     return jax.tree_util.tree_map(local, tree)
+
+
+def _host(array) -> np.ndarray:
+    """A NumPy copy of an array, also of a replicated array that spans several processes."""
+    return np.asarray(_local(array))
 
 
 @dataclass
