@@ -6,7 +6,7 @@ module, Optax runs SGD, and a NumPy batch iterator reproduces `torch.utils.data.
 
 __version__ = "0.1.0"
 
-from .tensors import default_float_dtype, default_int_dtype, from_numpy, tensor
+from .tensors import default_float_dtype, default_int_dtype, from_numpy, tensor, to_numpy
 from .autograd import (
     ComputationGraph,
     binary_cross_entropy,

@@ -41,6 +41,8 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkabl
 import jax
 import numpy as np
 
+from .tensors import is_int as _is_int, to_numpy
+
 __all__ = [
     "Dataset",
     "ArrayDataset",
@@ -85,9 +87,6 @@ class Dataset(Protocol):
     def __getitem__(self, index): ...
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
 
 class ArrayDataset:
     """A dataset over arrays of equal length: item `i` is `(arrays[0][i], arrays[1][i], ...)`.
@@ -120,9 +119,7 @@ class ArrayDataset:
             raise ValueError("ArrayDataset: arrays must hold at least one array, got none")
         converted = []
         for position, array in enumerate(arrays):
-            if hasattr(array, "detach") and hasattr(array, "cpu"):  # a torch.Tensor, without importing torch
-                array = array.detach().cpu().numpy()
-            array = np.asarray(array)
+            array = to_numpy(array)
             if array.ndim == 0:
                 raise ValueError(f"ArrayDataset: arrays[{position}] must have a first (batch) axis, got a scalar")
             converted.append(array)

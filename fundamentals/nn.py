@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .tensors import to_numpy
+
 __all__ = ["ReLU", "NeuralNetwork", "count_parameters", "state_dict", "load_state_dict"]
 
 
@@ -195,10 +197,8 @@ def state_dict(model) -> dict[str, np.ndarray]:
 
 
 def _to_numpy(value, key: str) -> np.ndarray:
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor, without importing torch
-        value = value.detach().cpu().numpy()
     try:
-        return np.asarray(value)
+        return to_numpy(value)
     except Exception as error:  # noqa: BLE001 - report which key could not be read
         raise TypeError(f"load_state_dict: value for key {key!r} is not an array ({type(value).__name__}): {error}") from None
 

@@ -58,6 +58,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec, Sharding
 
 from .checkpoint import atomic_write_bytes
+from .tensors import is_int as _is_int
 
 __all__ = [
     "default_device",
@@ -177,9 +178,6 @@ def to_device(tree, device):
 # Many devices: a mesh, its shardings, and global batches
 # ---------------------------------------------------------------------------------------------
 
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def data_mesh(num_devices: int | None = None) -> Mesh:

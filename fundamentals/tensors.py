@@ -36,7 +36,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["tensor", "from_numpy", "default_int_dtype", "default_float_dtype"]
+__all__ = ["tensor", "from_numpy", "to_numpy", "default_int_dtype", "default_float_dtype"]
+
+
+def is_int(value) -> bool:
+    """True for Python and NumPy integers, False for bools (which Python counts as ints)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def default_int_dtype() -> jnp.dtype:
@@ -132,6 +137,16 @@ def tensor(data, dtype=None) -> jax.Array:
     # np.array copied already; jnp.array copies again onto the device, so the result never
     # aliases memory the caller can still write to.
     return jnp.array(source, dtype=dtype, copy=True)
+
+
+def to_numpy(value) -> np.ndarray:
+    """A NumPy view or copy of an array-like: NumPy, JAX, or a PyTorch tensor (`t.detach().cpu().numpy()`).
+
+    PyTorch tensors are recognised without importing torch, so the library never needs it.
+    """
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
 
 
 def from_numpy(array: np.ndarray) -> jax.Array:

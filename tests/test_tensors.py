@@ -74,3 +74,10 @@ def test_bad_data_is_a_clear_error(bad):
 def test_from_numpy_rejects_lists():
     with pytest.raises(TypeError, match="numpy.ndarray"):
         fm.from_numpy([1, 2])
+
+
+def test_to_numpy_reads_torch_jax_and_numpy(torch):
+    t = torch.arange(6, dtype=torch.float32).reshape(2, 3).requires_grad_(True)
+    np.testing.assert_array_equal(fm.to_numpy(t), t.detach().numpy())
+    np.testing.assert_array_equal(fm.to_numpy(fm.tensor([[1, 2], [3, 4]])), [[1, 2], [3, 4]])
+    assert fm.to_numpy([1.5, 2.5]).dtype == np.float64
