@@ -91,8 +91,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def _serialise(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
     from safetensors.numpy import save
 
-    # safetensors wants contiguous arrays; np.ascontiguousarray is free when they already are.
-    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata)
+    # safetensors wants C-contiguous arrays. Not np.ascontiguousarray: it turns a 0-d array
+    # (Adam's step count) into shape (1,), and the checkpoint then no longer fits the optimizer.
+    return save({k: np.require(v, requirements="C") for k, v in tensors.items()}, metadata=metadata)
 
 
 def _read(path: str | os.PathLike, what: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
