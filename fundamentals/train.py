@@ -15,30 +15,46 @@ for epoch in range(num_epochs):                     for epoch ...:  (host)
                                                         params = optax.apply_updates(params, updates)
 ```
 
-The model is split once into its arrays (`params`, what the optimizer sees) and the rest
-(`static`, the structure), outside the compiled step, so the step is one `jax.jit` of loss,
-gradient, optimizer update and apply that never recompiles after the first epoch (a ragged
-last batch, or a shorter last chunk of a fused epoch, is one more shape, compiled once).
+How `fit` runs it, for every kind of loader:
 
-When the loader reads an in-memory `ArrayDataset`, a whole epoch runs as one compiled
-`lax.scan` over its batches (in chunks, so memory stays bounded): the batch order still comes
-from the loader's host RNG, so the losses and parameters are bit for bit those of the
-one-call-per-step path, at a fraction of the dispatch cost.
+- **One compiled step, scanned.** The model is split once into its arrays (`params`, what the
+  optimizer sees) and the rest (`static`, the structure). `TrainProgram` compiles the step
+  (loss, gradient, optimizer update, apply) as one `jax.jit`, and the same step scanned over a
+  chunk of batches as one `lax.scan`.
+- **Chunks.** Batches, pulled from whatever loader `fit` is given, are stacked into chunks of
+  equal-shape batches, bounded in bytes, and each chunk runs as one call. A change of shape
+  (a ragged last batch, batches of varying length) starts a new chunk; every distinct shape
+  and chunk length is one more program, compiled once, in the first epoch.
+- **In-memory data lives on the device.** When the loader gathers batches from an
+  `ArrayDataset` that fits a device-memory budget, its arrays go to the device once; after
+  that only each chunk's indices cross, and the gathers run inside the compiled call.
+- **The host runs ahead.** JAX dispatches asynchronously: while the device computes one
+  chunk, the host already pulls the next from the loader (with the loader's worker threads
+  when it has them), and only then waits for the finished chunk's losses to report them.
+- **Bit for bit.** Every path computes the same step on the same batches, so losses and
+  parameters equal those of one jitted call a step (`fused=False`, the reference path).
+- **Compiled once per process.** Programs are cached by what determines them: the model's
+  structure, the optimizer's settings, the loss, the mesh. A second `fit` with a new model and
+  a new `optax.sgd(0.5)` of the same shapes, as a re-run notebook cell makes, compiles nothing.
 """
 
 from __future__ import annotations
 
+import collections
 import inspect
 import math
-from dataclasses import dataclass
-from typing import Any, Callable
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
+from ._fingerprint import fingerprint
 from .autograd import check_labels, cross_entropy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import reads_arrays
@@ -49,14 +65,21 @@ __all__ = [
     "compute_accuracy",
     "predict",
     "predict_proba",
+    "TrainProgram",
     "TrainingDivergedError",
     "format_step_log",
     "enable_compilation_cache",
 ]
 
 # Steps fused into one compiled call are bounded by the bytes of their stacked batches.
-_CHUNK_BYTES = 64 * 2**20
-_MAX_CHUNK_STEPS = 1024
+CHUNK_BYTES = 64 * 2**20
+MAX_CHUNK_STEPS = 1024
+# In-memory data sets up to this size go to the device once, when the device does not say how big it is.
+DEFAULT_DEVICE_DATA_BYTES = 2**30
+# Compiled programs kept per process (each holds its compiled step and chunk functions).
+_MAX_CACHED_PROGRAMS = 32
+# The per-step reference path lets this many steps queue before it waits for their losses.
+_STEP_LAG = 32
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -88,6 +111,8 @@ def _local(tree):
 
 def _host(array) -> np.ndarray:
     """A NumPy copy of an array, also of a replicated array that spans several processes."""
+    if isinstance(array, jax.Array) and array.is_fully_addressable:
+        return np.asarray(array)
     return np.asarray(_local(array))
 
 
@@ -97,6 +122,7 @@ class _Placement:
 
     mesh: Any = None
     block_each_call: bool = False
+    multi_process: bool = False
 
     def __post_init__(self):
         if self.mesh is not None:
@@ -137,33 +163,66 @@ class _Placement:
             return jax.make_array_from_process_local_data(sharding, array)
         return jax.device_put(array, sharding)
 
-    def shardings(self, fused: bool):
+    def put_data(self, arrays):
+        """A whole in-memory data set, on the device (on every device of a mesh)."""
+        if self.mesh is None:
+            return jax.device_put(arrays)
+        return jax.device_put(arrays, self.replicated)
+
+    def shardings(self, kind: str):
         if self.mesh is None:
             return {}
-        data = self.stacked if fused else self.batch
         rep = self.replicated
-        return {"in_shardings": (rep, rep, data, data, rep, rep), "out_shardings": (rep, rep, rep)}
+        data = {"step": self.batch, "chunk": self.stacked, "gather": rep}[kind]
+        index = self.stacked if kind == "gather" else data
+        return {"in_shardings": (rep, rep, data, index, rep, rep), "out_shardings": (rep, rep, rep)}
 
 
-class _Steps:
-    """The compiled train step, and the same step scanned over a chunk of batches.
+class TrainProgram:
+    """The compiled training step, and the same step scanned over a chunk of batches.
 
-    Both take and return the parameters and the optimizer state as flat lists of arrays
-    (`flatten` / `unflatten` convert): on every call `jax.jit` flattens its arguments and
-    unflattens its results, in C++ for lists but through Python callbacks for Equinox
-    modules, which cost about 20 µs a step for the book's model (a third of the step).
+    The body of the book's loop (`model(features)`, `F.cross_entropy`, `loss.backward()`,
+    `optimizer.step()`) as pure functions under one `jax.jit` each. `fit` is built on it; use it
+    directly to write your own loop at `fit`'s speed:
+
+    ```python
+    program = TrainProgram.create(model, optax.sgd(0.5))
+    params, opt_state = program.init(model)                   # flat lists of arrays
+    seed = np.uint32(0)                                         # dropout keys: fold_in(key(seed), step)
+    params, opt_state, loss = program.step(params, opt_state, X, y, np.int32(0), seed)
+    params, opt_state, losses = program.chunk(params, opt_state, Xs, ys, np.arange(1, 9, dtype=np.int32), seed)
+    model = program.model(params)
+    ```
+
+    - `step(params, opt_state, X, y, step, seed)`: one step on one batch.
+    - `chunk(params, opt_state, Xs, ys, steps, seed)`: `lax.scan` of the step over a stack of
+      batches (`Xs`: `(num_steps, batch, ...)`), bit for bit the same as that many `step`s.
+    - `gather_chunk(params, opt_state, (X_all, y_all), indices, steps, seed)`: the same, with
+      the batches gathered on the device as `X_all[indices]` (`indices`: `(num_steps, batch)`).
+
+    Parameters and optimizer state travel as flat lists of arrays (`init`, `model`): `jax.jit`
+    flattens its arguments on every call, in C++ for lists but through Python callbacks for
+    Equinox modules, a cost comparable to the book's whole step.
+
+    `create` returns one program per process for everything that determines it (the model's
+    structure, the optimizer's settings, the loss, whether the model takes a dropout `key`,
+    the mesh), so a new model and a new `optax.sgd(0.5)` of the same shapes reuse what an
+    earlier call compiled. JAX compiles each function once per distinct input shape.
     """
 
-    def __init__(
-        self, static, optimizer: optax.GradientTransformation, takes_key: bool, loss_fn, placement, params, opt_state
-    ):
-        self.traces = 0
-        self.params_def = jax.tree_util.tree_structure(params)
-        self.opt_state_def = jax.tree_util.tree_structure(opt_state)
+    def __init__(self, static, optimizer: optax.GradientTransformation, loss_fn, takes_key: bool, placement, params_def,
+                 opt_state_def):
+        self.traces = 0  # how many programs JAX traced (and so compiled) for this object
+        self.optimizer = optimizer
+        self.placement = placement
+        self._static = static
+        self._params_def = params_def
+        self._opt_state_def = opt_state_def
 
         def train_step(param_leaves, opt_state_leaves, X, y, step, seed):
-            self.traces += 1  # runs only while tracing: counts compilations
-            params, opt_state = self.unflatten(param_leaves, opt_state_leaves)
+            self.traces += 1  # runs only while tracing
+            params = jax.tree_util.tree_unflatten(params_def, param_leaves)
+            opt_state = jax.tree_util.tree_unflatten(opt_state_def, opt_state_leaves)
 
             def compute_loss(p):
                 model = eqx.combine(p, static)
@@ -176,50 +235,327 @@ class _Steps:
 
             loss, grads = jax.value_and_grad(compute_loss)(params)
             updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (*self.flatten(optax.apply_updates(params, updates), opt_state), loss)
+            params = optax.apply_updates(params, updates)
+            return jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(opt_state), loss
 
-        def train_chunk(params, opt_state, Xs, ys, steps, seed):
+        def scan_steps(param_leaves, opt_state_leaves, Xs, ys, steps, seed):
             def body(carry, batch):
                 X, y, step = batch
                 p, o, loss = train_step(*carry, X, y, step, seed)
                 return (p, o), loss
 
-            (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (Xs, ys, steps))
-            return params, opt_state, losses
+            (param_leaves, opt_state_leaves), losses = jax.lax.scan(body, (param_leaves, opt_state_leaves),
+                                                                    (Xs, ys, steps))
+            return param_leaves, opt_state_leaves, losses
 
-        self.step = jax.jit(train_step, **placement.shardings(fused=False))
-        self.chunk = jax.jit(train_chunk, **placement.shardings(fused=True))
+        def train_chunk(param_leaves, opt_state_leaves, Xs, ys, steps, seed):
+            self.traces += 1
+            return scan_steps(param_leaves, opt_state_leaves, Xs, ys, steps, seed)
 
-    def flatten(self, params, opt_state) -> tuple[list, list]:
-        return jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(opt_state)
+        def gather_chunk(param_leaves, opt_state_leaves, data, indices, steps, seed):
+            self.traces += 1
+            Xs, ys = (array[indices] for array in data)
+            if placement.mesh is not None:  # gathered rows stay on the devices whose indices they are
+                Xs, ys = (jax.lax.with_sharding_constraint(a, placement.stacked) for a in (Xs, ys))
+            return scan_steps(param_leaves, opt_state_leaves, Xs, ys, steps, seed)
 
-    def unflatten(self, param_leaves, opt_state_leaves):
+        self.step = jax.jit(train_step, **placement.shardings("step"))
+        self.chunk = jax.jit(train_chunk, **placement.shardings("chunk"))
+        self.gather_chunk = jax.jit(gather_chunk, **placement.shardings("gather"))
+
+    @classmethod
+    def create(cls, model, optimizer: optax.GradientTransformation, *, loss_fn=cross_entropy, mesh=None) -> TrainProgram:
+        """The program that trains `model` with `optimizer`: a cached one if an equal one exists.
+
+        **Arguments:**
+
+        - `model`: an Equinox model; only its structure matters here, not its values.
+        - `optimizer`: an Optax `GradientTransformation`.
+        - `loss_fn`: `loss_fn(logits, labels) -> scalar`.
+        - `mesh`: a mesh with a `"data"` axis for data-parallel steps, or None.
+        """
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+        params_def = jax.tree_util.tree_structure(params)
+        takes_key = _takes_key(model)
+        try:
+            parts, holders = fingerprint((static, optimizer, loss_fn))
+            key = (parts, takes_key, mesh, params_def)
+            hash(key)
+        except Exception:  # noqa: BLE001 - anything we cannot describe is simply not shared
+            key, holders = None, None
+        if key is not None and key in _PROGRAMS:
+            _PROGRAMS.move_to_end(key)
+            return _PROGRAMS[key][0]
+        opt_state_def = jax.tree_util.tree_structure(jax.eval_shape(optimizer.init, params))
+        program = cls(static, optimizer, loss_fn, takes_key, _Placement(mesh), params_def, opt_state_def)
+        if key is not None:
+            _PROGRAMS[key] = (program, holders)
+            while len(_PROGRAMS) > _MAX_CACHED_PROGRAMS:
+                _PROGRAMS.popitem(last=False)
+        return program
+
+    def init(self, model) -> tuple[list, list]:
+        """`(params, opt_state)` for `model`, as the flat lists of arrays the compiled functions take."""
+        params = eqx.filter(model, eqx.is_inexact_array)
+        return jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(self.optimizer.init(params))
+
+    def model(self, params: list):
+        """The model whose arrays are `params` (a flat list, as `init` and the compiled functions give)."""
+        return eqx.combine(jax.tree_util.tree_unflatten(self._params_def, _local(params)), self._static)
+
+    def trees(self, params: list, opt_state: list):
+        """The parameters and optimizer state as pytrees, this process's copy (for checkpoints)."""
         return (
-            jax.tree_util.tree_unflatten(self.params_def, param_leaves),
-            jax.tree_util.tree_unflatten(self.opt_state_def, opt_state_leaves),
+            jax.tree_util.tree_unflatten(self._params_def, _local(params)),
+            jax.tree_util.tree_unflatten(self._opt_state_def, _local(opt_state)),
         )
 
-
-def _num_outputs(model, X: np.ndarray) -> int:
-    """The size of the model's last output axis, from its abstract evaluation on one example."""
-    out = jax.eval_shape(eqx.nn.inference_mode(model), jax.ShapeDtypeStruct(X.shape[1:], X.dtype))
-    return int(out.shape[-1])
+    def from_trees(self, params, opt_state) -> tuple[list, list]:
+        """Flat lists from the pytrees a checkpoint gives back."""
+        return jax.tree_util.tree_leaves(eqx.filter(params, eqx.is_inexact_array)), jax.tree_util.tree_leaves(opt_state)
 
 
-def _can_fuse(loader) -> bool:
-    return reads_arrays(loader) and len(loader.dataset.arrays) == 2 and loader.num_workers == 0
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 
 
-def _chunks(batches: list[np.ndarray], row_bytes: int) -> list[list[np.ndarray]]:
-    """Split an epoch's index batches into runs of equal-size batches, bounded in bytes."""
-    # Vectorised over batches: a Python loop per batch cost 1.5 µs a step, a third of a fused tiny step.
+# --- what one training run carries from chunk to chunk -------------------------------------------
+
+
+@dataclass
+class _Run:
+    """The state of one `fit` call: parameters, optimizer state, the step counter."""
+
+    program: TrainProgram
+    params: list
+    opt_state: list
+    seed: Any
+    global_step: int = 0
+    programs: set = field(default_factory=set)  # the distinct compiled calls this run made
+
+    def dispatch(self, chunk) -> jax.Array:
+        """Start `chunk` on the device and return its losses (not waited for)."""
+        placement = self.program.placement
+        steps = np.arange(self.global_step, self.global_step + chunk.num_steps, dtype=np.int32)
+        if chunk.indices is not None:
+            self.programs.add(("gather", chunk.indices.shape))
+            self.params, self.opt_state, losses = self.program.gather_chunk(
+                self.params, self.opt_state, chunk.data, placement.put(chunk.indices, stacked=True),
+                placement.replicate(steps), self.seed)
+        elif chunk.num_steps == 1:
+            X, y = chunk.Xs[0], chunk.ys[0]
+            self.programs.add(("step", X.shape, X.dtype.str, y.shape, y.dtype.str))
+            self.params, self.opt_state, losses = self.program.step(
+                self.params, self.opt_state, placement.put(X), placement.put(y), placement.replicate(steps[0]),
+                self.seed)  # a scalar loss: indexing it on the device would cost one more dispatch
+        else:
+            self.programs.add(("chunk", chunk.Xs.shape, chunk.Xs.dtype.str, chunk.ys.shape, chunk.ys.dtype.str))
+            self.params, self.opt_state, losses = self.program.chunk(
+                self.params, self.opt_state, placement.put(chunk.Xs, stacked=True),
+                placement.put(chunk.ys, stacked=True), placement.replicate(steps), self.seed)
+        if placement.block_each_call:
+            losses.block_until_ready()
+        self.global_step += chunk.num_steps
+        return losses
+
+
+@dataclass
+class _Chunk:
+    """Consecutive batches of one shape: stacked on the host, or indices into device data."""
+
+    num_steps: int
+    Xs: np.ndarray | None = None
+    ys: np.ndarray | None = None
+    indices: np.ndarray | None = None
+    data: Any = None
+
+
+def _run_epoch(run: _Run, chunks: Iterator[_Chunk], lag: int) -> Iterator[np.ndarray]:
+    """Dispatch each chunk as the host makes it; yield each one's losses `lag` chunks later.
+
+    Waiting for a chunk's losses waits for the chunk. Waiting only after the next chunks have
+    been pulled from the loader and dispatched keeps the host and the device busy together.
+    """
+    pending: collections.deque = collections.deque()
+    for chunk in chunks:
+        pending.append(run.dispatch(chunk))
+        if len(pending) > lag:
+            yield _host(pending.popleft()).reshape(-1)
+    while pending:
+        yield _host(pending.popleft()).reshape(-1)
+
+
+# --- where chunks come from ----------------------------------------------------------------------
+
+
+def _chunk_limit(batch_bytes: int) -> int:
+    return max(1, min(MAX_CHUNK_STEPS, CHUNK_BYTES // max(1, batch_bytes)))
+
+
+def _index_chunks(loader, data, row_bytes: int, placement) -> Iterator[_Chunk]:
+    """An epoch of a loader over device-resident arrays: each chunk is only its index order."""
+    batches = loader.epoch_indices()
+    # Vectorised over batches: a Python loop per batch costs a third of a fused tiny step.
     sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
     edges = [0, *(np.flatnonzero(np.diff(sizes)) + 1).tolist(), len(batches)]
-    runs: list[list[np.ndarray]] = []
     for start, stop in zip(edges[:-1], edges[1:]):
-        limit = max(1, min(_MAX_CHUNK_STEPS, _CHUNK_BYTES // max(1, row_bytes * int(sizes[start]))))
-        runs.extend(batches[i : min(i + limit, stop)] for i in range(start, stop, limit))
-    return runs
+        placement.check_batch(int(sizes[start]))
+        limit = _chunk_limit(row_bytes * int(sizes[start]))
+        for first in range(start, stop, limit):
+            run = batches[first : min(first + limit, stop)]
+            indices = np.concatenate(run).reshape(len(run), -1)  # np.stack: 4x slower on 1000 tiny batches
+            yield _Chunk(len(run), indices=indices.astype(np.int32, copy=False), data=data)
+
+
+def _features_and_labels(batch) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        got = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else (
+            f"a {type(batch).__name__}" + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else ""))
+        raise TypeError(f"fit: each batch of train_loader must be a (features, labels, ...) tuple, got {got}")
+    return np.asarray(batch[0]), np.asarray(batch[1])
+
+
+def _host_chunks(batches, placement, max_steps: int, check: Callable | None) -> Iterator[_Chunk]:
+    """Runs of equal-shape batches from any iterable, stacked on the host, up to `max_steps` each."""
+    run_X: list[np.ndarray] = []
+    run_y: list[np.ndarray] = []
+    shape = None
+    limit = max_steps
+
+    def stack() -> _Chunk:
+        n = len(run_X)
+        if n == 1:  # a view, no copy: the per-step path makes one chunk a batch
+            Xs, ys = run_X[0][None], run_y[0][None]
+        else:  # np.stack: 4x slower on 1000 tiny batches
+            Xs = np.concatenate(run_X).reshape(n, *run_X[0].shape) if run_X[0].ndim else np.stack(run_X)
+            ys = np.concatenate(run_y).reshape(n, *run_y[0].shape) if run_y[0].ndim else np.stack(run_y)
+        if check is not None:
+            check(Xs, ys)
+        return _Chunk(n, Xs=Xs, ys=ys)
+
+    for batch in batches:
+        X, y = _features_and_labels(batch)
+        key = (X.shape, X.dtype, y.shape, y.dtype)
+        if run_X and (key != shape or len(run_X) >= limit):
+            yield stack()
+            run_X, run_y = [], []
+        if not run_X:
+            shape = key
+            placement.check_batch(X.shape[0] if X.ndim else 0)
+            limit = min(max_steps, _chunk_limit(X.nbytes + y.nbytes))
+        run_X.append(X)
+        run_y.append(y)
+    if run_X:
+        yield stack()
+
+
+class _LabelCheck:
+    """Labels outside [0, classes) make cross-entropy NaN, which would be blamed on the learning rate."""
+
+    def __init__(self, model):
+        self.model = model
+        self.num_outputs = None
+
+    def __call__(self, Xs: np.ndarray, ys: np.ndarray) -> None:
+        if self.num_outputs is None:
+            out = jax.eval_shape(eqx.nn.inference_mode(self.model), jax.ShapeDtypeStruct(Xs.shape[2:], Xs.dtype))
+            self.num_outputs = int(out.shape[-1])
+        check_labels(ys, self.num_outputs, "fit: train_loader")
+
+
+def _device_budget(device_data_bytes: int | None) -> int:
+    if device_data_bytes is not None:
+        return device_data_bytes
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # noqa: BLE001 - backends without memory statistics
+        stats = {}
+    return int(stats["bytes_limit"]) // 4 if "bytes_limit" in stats else DEFAULT_DEVICE_DATA_BYTES
+
+
+def _batch_source(loader, model, placement, fused: bool, device_data_bytes: int | None, check_labels_too: bool):
+    """A function of no arguments giving one epoch's chunks, and a description of the path."""
+    check = _LabelCheck(model) if check_labels_too else None
+    arrays = loader.dataset.arrays if reads_arrays(loader) else ()
+    if (fused and len(arrays) >= 2 and not placement.multi_process
+            and sum(a.nbytes for a in arrays[:2]) <= _device_budget(device_data_bytes)):
+        if check is not None:
+            check(arrays[0][None], arrays[1])
+        data = placement.put_data(tuple(arrays[:2]))
+        row_bytes = sum(a[0].nbytes for a in arrays[:2])
+        return lambda: _index_chunks(loader, data, row_bytes, placement)
+    max_steps = MAX_CHUNK_STEPS if fused else 1
+    return lambda: _host_chunks(loader, placement, max_steps, check)
+
+
+# --- fit -------------------------------------------------------------------------------------------
+
+
+def _check_fit_arguments(num_epochs, optimizer, train_loader, checkpoint, resume, seed, device_data_bytes) -> int:
+    """Check what `fit` was given; return the number of batches an epoch."""
+    if isinstance(num_epochs, bool) or not isinstance(num_epochs, (int, np.integer)) or num_epochs < 0:
+        raise ValueError(f"num_epochs must be a non-negative int, got {num_epochs!r}")
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation (e.g. optax.sgd(0.5)), got {type(optimizer).__name__}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=PATH to resume from")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if device_data_bytes is not None and (
+        isinstance(device_data_bytes, bool) or not isinstance(device_data_bytes, (int, np.integer)) or device_data_bytes < 0
+    ):
+        raise ValueError(f"device_data_bytes must be a non-negative int or None, got {device_data_bytes!r}")
+    try:
+        num_batches = len(train_loader)
+    except TypeError:
+        raise TypeError(f"train_loader must have a length (a DataLoader), got {type(train_loader).__name__}") from None
+    if num_batches == 0:
+        raise ValueError("train_loader yields no batches: the dataset is smaller than batch_size with drop_last=True")
+    return num_batches
+
+
+def _restore(checkpoint: str, program: TrainProgram, model, opt_state: list, seed: int, train_loader):
+    """Parameters, optimizer state and metadata from `checkpoint`, with the loader put back where it was."""
+    params_model, opt_state_tree, state = load_checkpoint(
+        checkpoint, params=model, opt_state=jax.tree_util.tree_unflatten(program._opt_state_def, opt_state))
+    if state.get("seed", seed) != seed:
+        raise ValueError(
+            f"seed={seed} differs from the seed {state['seed']} the checkpoint {checkpoint} was trained "
+            "with; resume with the same seed to continue the same run"
+        )
+    if "loader" in state and hasattr(train_loader, "load_state_dict"):
+        train_loader.load_state_dict(state["loader"])
+    params, opt_state = program.from_trees(params_model, opt_state_tree)
+    return params, opt_state, state
+
+
+class _Reporter:
+    """The book's log lines, the progress bar, and the NaN check, for each chunk's losses."""
+
+    def __init__(self, log, progress: bool, num_epochs: int, num_batches: int, start_epoch: int, checkpoint):
+        self.log, self.num_epochs, self.num_batches, self.checkpoint = log, num_epochs, num_batches, checkpoint
+        self.bar = (tqdm(total=num_epochs * num_batches, initial=start_epoch * num_batches, desc="train", unit="step")
+                    if progress else None)
+
+    def losses(self, epoch: int, first_batch: int, global_step: int, losses: np.ndarray) -> list[float]:
+        values = losses.tolist()
+        for offset, value in enumerate(values):
+            if not math.isfinite(value):
+                raise TrainingDivergedError(
+                    f"loss became {value} at epoch {epoch + 1}, step {first_batch + offset} "
+                    f"(global step {global_step + offset + 1}); stopping. "
+                    f"{'The last checkpoint ' + repr(self.checkpoint) + ' is intact. ' if self.checkpoint else ''}"
+                    "Try a smaller learning rate."
+                )
+            if self.log is not None:
+                self.log(format_step_log(epoch + 1, self.num_epochs, first_batch + offset, self.num_batches, value))
+        if self.bar is not None:
+            self.bar.update(len(values))
+            self.bar.set_postfix(loss=f"{values[-1]:.4f}")
+        return values
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def fit(
@@ -237,6 +573,7 @@ def fit(
     seed: int = 0,
     loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
     fused: bool | None = None,
+    device_data_bytes: int | None = None,
 ):
     """Train `model` with `optimizer` over `train_loader` for `num_epochs` epochs.
 
@@ -250,13 +587,16 @@ def fit(
     - `optimizer`: any Optax `GradientTransformation` (`optax.sgd(0.5)` as in the book,
       `optax.sgd(0.1, momentum=0.9)`, `optax.adam(1e-3)`). Its state covers the model's
       floating-point arrays only.
-    - `train_loader`: a `DataLoader` (or any iterable of `(features, labels)` batches with a
-      `len`). If its sampler has `set_epoch`, it is called before every epoch, as PyTorch's
-      `DistributedSampler` needs.
+    - `train_loader`: a `DataLoader` over any dataset (the book's own `Dataset` class with a
+      per-item `__getitem__`, an `ArrayDataset`, a `collate_fn`, worker threads), or any
+      iterable of `(features, labels, ...)` batches with a `len`. If its sampler has
+      `set_epoch`, it is called before every epoch, as PyTorch's `DistributedSampler` needs.
+      Batches may change shape (a ragged last batch, variable lengths): each distinct shape
+      is compiled once, in the first epoch, and none after.
     - `num_epochs`: how many epochs in total (also when resuming).
     - `val_loader`: if given, `compute_accuracy` on it after every epoch.
     - `log`: receives one line per step in the book's format, and per-epoch validation lines;
-      None is silent. With fused epochs the lines of a chunk arrive when the chunk finishes.
+      None is silent. The lines of a chunk of steps arrive when the chunk finishes.
     - `progress`: show a tqdm bar over all steps, with the latest loss.
     - `checkpoint`: a path; after every epoch the model, optimizer state, epoch, step, loader
       RNG state and history are written there atomically (process 0 only).
@@ -267,187 +607,79 @@ def fit(
       averages the gradients inside the compiled step (PyTorch's DistributedDataParallel).
     - `seed`: the seed of the per-step keys handed to models that take a `key` (dropout).
     - `loss_fn`: `loss_fn(logits, labels) -> scalar`, `cross_entropy` by default.
-    - `fused`: run whole epochs as one `lax.scan` (True), one jitted call per step (False),
-      or decide (None: fused whenever the loader reads an `ArrayDataset` in the main thread).
+    - `fused`: True (the default, None, means True): chunks of batches run as one compiled
+      `lax.scan` each. False: one jitted call a step, the reference the fused path equals
+      bit for bit.
+    - `device_data_bytes`: the budget for keeping an `ArrayDataset`'s arrays on the device
+      (default: a quarter of the device's memory where JAX reports it, else 1 GiB). Larger
+      data sets, and every other dataset, stream from the host in chunks.
 
     **Returns:**
 
     `(model, history)`: the trained model (the one passed in is unchanged) and a dict with
     `"loss"` (every step's loss, in order), `"epoch_loss"` (mean per epoch),
-    `"val_accuracy"` (per epoch, if `val_loader`) and `"compilations"` (how many programs
-    were traced: one step per distinct batch shape, and with fused epochs one scan per
-    distinct chunk length; all of them in the first epoch, none after).
+    `"val_accuracy"` (per epoch, if `val_loader`), `"compilations"` (how many distinct
+    compiled calls the run made: one per batch shape and chunk length) and `"compiled"` (how
+    many of those JAX had to compile now: 0 when an earlier `fit` in this process did).
 
     **Raises:** `TrainingDivergedError` (a `FloatingPointError`) naming the epoch and step if
-    the loss becomes NaN or infinite; the last checkpoint stays as it was.
+    the loss becomes NaN or infinite, the last checkpoint staying as it was; `ValueError` for
+    labels outside the model's classes, before training on them; `TypeError` for a batch that
+    is not a `(features, labels, ...)` tuple.
     """
-    if isinstance(num_epochs, bool) or not isinstance(num_epochs, (int, np.integer)) or num_epochs < 0:
-        raise ValueError(f"num_epochs must be a non-negative int, got {num_epochs!r}")
-    if not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(f"optimizer must be an optax.GradientTransformation (e.g. optax.sgd(0.5)), got {type(optimizer).__name__}")
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint=PATH to resume from")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    try:
-        num_batches = len(train_loader)
-    except TypeError:
-        raise TypeError(f"train_loader must have a length (a DataLoader), got {type(train_loader).__name__}") from None
-    if num_batches == 0:
-        raise ValueError("train_loader yields no batches: the dataset is smaller than batch_size with drop_last=True")
-    if fused is None:
-        fused = _can_fuse(train_loader)
-    elif fused and not _can_fuse(train_loader):
-        raise ValueError("fused=True needs a DataLoader over an ArrayDataset(X, y) with num_workers=0 and no collate_fn")
-
-    placement = _Placement(mesh)
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    opt_state = optimizer.init(params)
+    num_batches = _check_fit_arguments(num_epochs, optimizer, train_loader, checkpoint, resume, seed, device_data_bytes)
+    program = TrainProgram.create(model, optimizer, loss_fn=loss_fn, mesh=mesh)
+    traces_before = program.traces
+    params, opt_state = program.init(model)
     history: dict[str, Any] = {"loss": [], "epoch_loss": []}
+    start_epoch = global_step = 0
+    if resume and os.path.exists(checkpoint):
+        params, opt_state, state = _restore(checkpoint, program, model, opt_state, seed, train_loader)
+        start_epoch, global_step, history = state["epoch"], state["global_step"], state["history"]
+        if log is not None:
+            log(f"Resumed from {checkpoint} after epoch {start_epoch:03d}/{num_epochs:03d}")
     if val_loader is not None:
-        history["val_accuracy"] = []
-    start_epoch, global_step = 0, 0
+        history.setdefault("val_accuracy", [])
 
-    if resume:
-        import os
-
-        if os.path.exists(checkpoint):
-            params_model, opt_state, state = load_checkpoint(checkpoint, params=model, opt_state=opt_state)
-            params = eqx.filter(params_model, eqx.is_inexact_array)
-            if state.get("seed", seed) != seed:
-                raise ValueError(
-                    f"seed={seed} differs from the seed {state['seed']} the checkpoint {checkpoint} was trained "
-                    "with; resume with the same seed to continue the same run"
-                )
-            start_epoch, global_step = state["epoch"], state["global_step"]
-            history = state["history"]
-            if val_loader is not None:
-                history.setdefault("val_accuracy", [])
-            if "loader" in state and hasattr(train_loader, "load_state_dict"):
-                train_loader.load_state_dict(state["loader"])
-            if log is not None:
-                log(f"Resumed from {checkpoint} after epoch {start_epoch:03d}/{num_epochs:03d}")
-
-    steps = _Steps(static, optimizer, _takes_key(model), loss_fn, placement, params, opt_state)
-    params, opt_state, seed_array = placement.replicate((params, opt_state, np.uint32(seed % 2**32)))
-    # From here on `params` and `opt_state` are flat lists of arrays, as the compiled steps take them.
-    params, opt_state = steps.flatten(params, opt_state)
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=num_epochs * num_batches, initial=start_epoch * num_batches, desc="train", unit="step")
-
-    dataset_arrays = train_loader.dataset.arrays if fused else None
-    row_bytes = sum(a[0].nbytes for a in dataset_arrays) if fused else 0
-    # Labels outside [0, classes) make cross-entropy NaN, which would be blamed on the learning rate.
-    check_each_batch = loss_fn is cross_entropy and not fused
-    if loss_fn is cross_entropy and fused:
-        check_labels(dataset_arrays[1], _num_outputs(model, dataset_arrays[0]), "fit: train_loader")
-    num_outputs = None
+    placement = program.placement
+    run = _Run(program, *placement.replicate((params, opt_state, np.uint32(seed % 2**32))), global_step=global_step)
+    fused = True if fused is None else bool(fused)
+    epoch_chunks = _batch_source(train_loader, model, placement, fused, device_data_bytes, loss_fn is cross_entropy)
+    reporter = _Reporter(log, progress, num_epochs, num_batches, start_epoch, checkpoint)
     try:
         for epoch in range(start_epoch, num_epochs):
             sampler = getattr(train_loader, "sampler", None)
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
             epoch_losses: list[float] = []
-
-            def report(losses: np.ndarray, first_batch: int) -> None:
-                values = losses.tolist()
-                for offset, value in enumerate(values):
-                    batch_number = first_batch + offset
-                    if not math.isfinite(value):
-                        raise TrainingDivergedError(
-                            f"loss became {value} at epoch {epoch + 1}, step {batch_number} "
-                            f"(global step {global_step - len(losses) + offset + 1}); stopping. "
-                            f"{'The last checkpoint ' + repr(checkpoint) + ' is intact. ' if checkpoint else ''}"
-                            "Try a smaller learning rate."
-                        )
-                    if log is not None:
-                        log(format_step_log(epoch + 1, num_epochs, batch_number, num_batches, value))
-                epoch_losses.extend(values)
-                if bar is not None:
-                    bar.update(len(losses))
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
-
-            batch_number = 1
-            if fused:
-                batches = train_loader.epoch_indices()
-                for run in _chunks(batches, row_bytes):
-                    indices = np.concatenate(run).reshape(len(run), -1)  # np.stack: 4× slower on 1000 tiny batches
-                    X, y = (array[indices] for array in dataset_arrays)
-                    placement.check_batch(indices.shape[1])
-                    step_ids = np.arange(global_step, global_step + len(run), dtype=np.int32)
-                    if len(run) == 1:
-                        params, opt_state, loss = steps.step(
-                            params, opt_state, placement.put(X[0]), placement.put(y[0]),
-                            placement.replicate(step_ids[0]), seed_array,
-                        )
-                        losses = loss[None]
-                    else:
-                        params, opt_state, losses = steps.chunk(
-                            params, opt_state, placement.put(X, stacked=True), placement.put(y, stacked=True),
-                            placement.replicate(step_ids), seed_array,
-                        )
-                    if placement.block_each_call:
-                        losses.block_until_ready()
-                    global_step += len(run)
-                    report(_host(losses), batch_number)
-                    batch_number += len(run)
-            else:
-                pending: list = []
-                # Fetching a loss waits for its step; fetch in groups so dispatch stays asynchronous.
-                flush_every = 32
-                for features, labels, *_ in train_loader:
-                    features, labels = np.asarray(features), np.asarray(labels)
-                    placement.check_batch(features.shape[0])
-                    if check_each_batch and epoch == start_epoch:  # labels are the same every epoch
-                        num_outputs = num_outputs or _num_outputs(model, features)
-                        check_labels(labels, num_outputs, "fit: train_loader")
-                    params, opt_state, loss = steps.step(
-                        params, opt_state, placement.put(features), placement.put(labels),
-                        placement.replicate(np.int32(global_step)), seed_array,
-                    )
-                    if placement.block_each_call:
-                        loss.block_until_ready()
-                    global_step += 1
-                    pending.append(loss)
-                    if len(pending) >= flush_every:
-                        report(np.array([_host(x) for x in pending]), batch_number)
-                        batch_number += len(pending)
-                        pending = []
-                if pending:
-                    report(np.array([_host(x) for x in pending]), batch_number)
+            for losses in _run_epoch(run, epoch_chunks(), lag=1 if fused else _STEP_LAG):
+                done = len(epoch_losses)
+                epoch_losses += reporter.losses(epoch, done + 1, global_step + done, losses)
+            global_step = run.global_step
             history["loss"].extend(epoch_losses)
             history["epoch_loss"].append(float(np.mean(epoch_losses)) if epoch_losses else float("nan"))
 
             if val_loader is not None:
-                current = eqx.combine(jax.tree_util.tree_unflatten(steps.params_def, _local(params)), static)
-                accuracy = compute_accuracy(current, val_loader, mesh=mesh)
+                accuracy = compute_accuracy(program.model(run.params), val_loader, mesh=mesh)
                 history["val_accuracy"].append(accuracy)
                 if log is not None:
                     log(f"Epoch: {epoch + 1:03d}/{num_epochs:03d} | Val accuracy: {accuracy:.2f}")
-
-            history["compilations"] = steps.traces
+            history["compilations"] = len(run.programs)
             if checkpoint is not None and jax.process_index() == 0:
-                state = {
-                    "epoch": epoch + 1,
-                    "global_step": global_step,
-                    "history": history,
-                    "seed": seed,
-                }
-                if hasattr(train_loader, "state_dict"):
-                    state["loader"] = train_loader.state_dict()
-                params_tree, opt_state_tree = steps.unflatten(_local(params), _local(opt_state))
-                save_checkpoint(
-                    checkpoint, params=eqx.combine(params_tree, static), opt_state=opt_state_tree, metadata=state
-                )
+                _save(checkpoint, program, run, epoch, history, seed, train_loader)
     finally:
-        if bar is not None:
-            bar.close()
-    history["compilations"] = steps.traces
-    return eqx.combine(jax.tree_util.tree_unflatten(steps.params_def, _local(params)), static), history
+        reporter.close()
+    history["compilations"] = len(run.programs)
+    history["compiled"] = program.traces - traces_before
+    return program.model(run.params), history
+
+
+def _save(checkpoint: str, program: TrainProgram, run: _Run, epoch: int, history: dict, seed: int, loader) -> None:
+    state = {"epoch": epoch + 1, "global_step": run.global_step, "history": history, "seed": seed}
+    if hasattr(loader, "state_dict"):
+        state["loader"] = loader.state_dict()
+    params, opt_state = program.trees(run.params, run.opt_state)
+    save_checkpoint(checkpoint, params=eqx.combine(params, program._static), opt_state=opt_state, metadata=state)
 
 
 @eqx.filter_jit

@@ -31,6 +31,14 @@ def test_data_parallel_fit_equals_single_device(report, path):
         np.testing.assert_allclose(np.array(parallel["params"][key]), np.array(value), atol=1e-5)
 
 
+@pytest.mark.parametrize("run", ["mesh-fused", "mesh-book-fused"])
+def test_data_parallel_chunks_equal_one_jitted_call_a_step_bit_for_bit(report, run):
+    # device-resident gathers and host chunks on 8 devices: the same bits as one call a step there
+    step = report["runs"]["mesh-step"]
+    assert report["runs"][run]["loss"] == step["loss"]
+    assert report["runs"][run]["params"] == step["params"]
+
+
 def test_indivisible_batch_names_the_sizes_that_work(report):
     message = report["error"]
     assert "global_batch_size=12" in message and "8 devices" in message and "8, 16, 24" in message

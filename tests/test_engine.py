@@ -1,0 +1,247 @@
+"""One training engine: every loader's batches run as compiled scans, bit for bit the per-step path,
+and a re-run `fit` reuses what the process already compiled."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import fundamentals as fm
+from helpers import ReplaySampler
+
+
+def classification(n=203, features=5, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, features)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1).astype(np.int64)
+    return X, np.minimum(y, classes - 1)
+
+
+class BookDataset:
+    """The book's listing A.6: a map-style dataset that returns one example at a time."""
+
+    def __init__(self, X, y):
+        self.features = X
+        self.labels = y
+
+    def __getitem__(self, index):
+        one_x = self.features[index]
+        one_y = self.labels[index]
+        return one_x, one_y
+
+    def __len__(self):
+        return self.labels.shape[0]
+
+
+def scaled_collate(items):
+    """A collate_fn that changes the batch, so skipping it would change the losses."""
+    X = np.stack([x for x, _ in items]) * 0.5
+    return X, np.array([label for _, label in items])
+
+
+class EpochCompiles:
+    """A sampler that counts XLA compilations by epoch (fit tells it the epoch through set_epoch)."""
+
+    def __init__(self, inner):
+        self.inner, self.epoch, self.by_epoch = inner, None, {}
+        jax.monitoring.register_event_duration_secs_listener(self.on_duration)
+
+    def on_duration(self, event, seconds, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.by_epoch[self.epoch] = self.by_epoch.get(self.epoch, 0) + 1
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        if hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(epoch)
+
+    def __iter__(self):
+        return iter(self.inner)
+
+    def __len__(self):
+        return len(self.inner)
+
+
+LOADERS = {
+    "book Dataset class": lambda X, y: fm.DataLoader(BookDataset(X, y), batch_size=16, shuffle=True, seed=7),
+    "collate_fn": lambda X, y: fm.DataLoader(fm.ArrayDataset(X, y), batch_size=16, shuffle=True, seed=7,
+                                             collate_fn=scaled_collate),
+    "num_workers=2": lambda X, y: fm.DataLoader(BookDataset(X, y), batch_size=16, shuffle=True, seed=7, num_workers=2),
+    "ArrayDataset, ragged last batch": lambda X, y: fm.DataLoader(fm.ArrayDataset(X, y), batch_size=16, shuffle=True,
+                                                                  seed=7),
+    "ArrayDataset, host chunks": lambda X, y: fm.DataLoader(fm.ArrayDataset(X, y), batch_size=16, shuffle=True, seed=7),
+    "DistributedSampler": lambda X, y: fm.DataLoader(
+        BookDataset(X, y), batch_size=16, drop_last=True,
+        sampler=fm.DistributedSampler(BookDataset(X, y), num_replicas=2, rank=1, shuffle=True, seed=3)),
+    "DistributedSampler, ArrayDataset": lambda X, y: fm.DataLoader(
+        fm.ArrayDataset(X, y), batch_size=16,
+        sampler=fm.DistributedSampler(fm.ArrayDataset(X, y), num_replicas=2, rank=0, shuffle=True, seed=3)),
+    "list of batches": lambda X, y: [(X[i : i + 16], y[i : i + 16]) for i in range(0, len(X), 16)],
+}
+
+
+def train(make_loader, fused, dropout=0.0, **kwargs):
+    X, y = classification()
+    model = fm.NeuralNetwork(5, 3, key=jax.random.key(1), dropout=dropout)
+    return fm.fit(model, optax.sgd(0.1, momentum=0.9), make_loader(X, y), num_epochs=3, log=None, fused=fused,
+                  **kwargs)
+
+
+def assert_same_bits(a, b):
+    (model_a, history_a), (model_b, history_b) = a, b
+    assert history_a["loss"] == history_b["loss"]
+    state_b = fm.state_dict(model_b)
+    for key, value in fm.state_dict(model_a).items():
+        np.testing.assert_array_equal(value, state_b[key], err_msg=key)
+
+
+@pytest.mark.parametrize("name", sorted(LOADERS))
+def test_every_loader_kind_equals_one_jitted_call_a_step_bit_for_bit(name):
+    options = {"device_data_bytes": 0} if name.endswith("host chunks") else {}
+    fused = train(LOADERS[name], True, **options)
+    per_step = train(LOADERS[name], False)
+    assert_same_bits(fused, per_step)
+    # fused: whole runs of batches in one call each; per step: one call per batch shape
+    X, _ = classification()
+    assert len(fused[1]["loss"]) == 3 * len(LOADERS[name](*classification()))
+    assert fused[1]["compilations"] <= 3 and per_step[1]["compilations"] <= 2
+
+
+def test_dropout_gets_the_same_per_step_keys_in_every_path():
+    make = LOADERS["book Dataset class"]
+    fused, per_step = train(make, True, dropout=0.5, seed=4), train(make, False, dropout=0.5, seed=4)
+    assert_same_bits(fused, per_step)
+    device = train(LOADERS["ArrayDataset, ragged last batch"], True, dropout=0.5, seed=4)
+    assert_same_bits(device, per_step)  # the same batches (same seed and order), gathered on the device
+    other_seed = train(make, True, dropout=0.5, seed=5)
+    assert other_seed[1]["loss"] != fused[1]["loss"]
+
+
+def test_the_book_dataset_class_and_an_array_dataset_give_the_same_bits():
+    # the same seed draws the same batches; one is gathered on the device, one stacked on the host
+    assert_same_bits(train(LOADERS["book Dataset class"], True), train(LOADERS["ArrayDataset, ragged last batch"], True))
+
+
+def test_resume_is_bit_identical_with_a_custom_dataset(tmp_path):
+    X, y = classification(n=60, seed=4)
+    path = str(tmp_path / "run.ckpt")
+
+    def loader():
+        return fm.DataLoader(BookDataset(X, y), batch_size=8, shuffle=True, seed=11)
+
+    model = fm.NeuralNetwork(5, 3, key=jax.random.key(2))
+    straight = fm.fit(model, optax.adam(1e-2), loader(), num_epochs=3, log=None)
+    fm.fit(model, optax.adam(1e-2), loader(), num_epochs=1, log=None, checkpoint=path)
+    resumed = fm.fit(model, optax.adam(1e-2), loader(), num_epochs=3, log=None, checkpoint=path, resume=True)
+    assert_same_bits(resumed, straight)
+
+
+def test_nan_stops_with_the_epoch_and_step_on_host_chunks(tmp_path):
+    X, y = classification(n=8)
+    X[5, 0] = np.nan
+    loader = fm.DataLoader(BookDataset(X, y), batch_size=2, sampler=ReplaySampler([[0, 1, 2, 3], [4, 5, 6, 7]]))
+    with pytest.raises(fm.TrainingDivergedError, match=r"epoch 2, step 1 \(global step 3\)"):
+        fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), loader, num_epochs=3, log=None)
+
+
+def test_out_of_range_labels_are_caught_before_any_step():
+    X, y = classification(n=40)
+    y[-1] = 7  # in the last batch: the check must come before the chunk holding it runs
+    lines = []
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 3\).*got values from 0 to 7"):
+        fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1),
+               fm.DataLoader(BookDataset(X, y), batch_size=4), num_epochs=1, log=lines.append)
+    assert lines == []
+
+
+@pytest.mark.parametrize("dataset", ["book class", "ArrayDataset"])
+def test_nothing_compiles_after_the_first_epoch(dataset):
+    X, y = classification(n=203, features=4)  # a new shape for this test: its programs are compiled here
+    data = BookDataset(X, y) if dataset == "book class" else fm.ArrayDataset(X, y)
+    counter = EpochCompiles(fm.DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=0))
+    model = fm.NeuralNetwork(4, 3, key=jax.random.key(0), hidden=(7, 5))
+    try:
+        fm.fit(model, optax.sgd(0.1), fm.DataLoader(data, batch_size=16, sampler=counter), num_epochs=4, log=None)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(counter.on_duration)
+    assert counter.by_epoch.get(0, 0) >= 1
+    assert {epoch: n for epoch, n in counter.by_epoch.items() if epoch not in (None, 0)} == {}
+
+
+def test_batches_that_change_shape_mid_epoch_train_with_one_program_per_shape():
+    X, y = classification(n=40)
+    sizes = [4, 4, 3, 4, 4, 2, 2, 5, 4, 8]
+    edges = np.cumsum([0, *sizes])
+    batches = [(X[a:b], y[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+    fused = fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), batches, num_epochs=2, log=None)
+    per_step = fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), batches, num_epochs=2, log=None,
+                      fused=False)
+    assert_same_bits(fused, per_step)
+    # runs: [4, 4] [3] [4, 4] [2, 2] [5] [4] [8] -> chunks of 2 batches of 4, 2 of 2, and single steps of 3, 5, 4, 8
+    assert fused[1]["compilations"] == 6
+    assert per_step[1]["compilations"] == 5  # one step program per batch size
+
+
+def test_a_rerun_fit_compiles_nothing_and_a_changed_setting_compiles_anew():
+    X_train, y_train, _, _ = fm.toy_data()
+
+    def book_cell(lr):
+        compiles = []
+
+        def on_duration(event, seconds, **kwargs):
+            if event == "/jax/core/compile/backend_compile_duration":
+                compiles.append(seconds)
+
+        jax.monitoring.register_event_duration_secs_listener(on_duration)
+        try:
+            # the book's cell, as a notebook re-runs it: new data loader, new model, new optimizer
+            loader = fm.DataLoader(fm.ToyDataset(X_train, y_train), batch_size=2, shuffle=True, seed=123,
+                                   drop_last=True)
+            model = fm.NeuralNetwork(2, 2, key=jax.random.key(123))
+            model, history = fm.fit(model, optax.sgd(learning_rate=lr), loader, num_epochs=3, log=None)
+        finally:
+            jax.monitoring.unregister_event_duration_listener(on_duration)
+        return model, history, len(compiles)
+
+    first = book_cell(0.5)
+    again = book_cell(0.5)
+    assert again[2] == 0 and again[1]["compiled"] == 0
+    assert_same_bits(first[:2], again[:2])
+    # another learning rate is another program: it compiles, and it trains with its own rate
+    other = book_cell(0.25)
+    assert other[1]["compiled"] >= 1 and other[2] >= 1
+    assert other[1]["loss"][0] == first[1]["loss"][0] and other[1]["loss"][1] != first[1]["loss"][1]
+
+
+def test_a_loss_closure_with_another_constant_is_another_program():
+    X, y = classification(n=16)
+
+    def scaled(scale):
+        return lambda logits, labels: scale * fm.cross_entropy(logits, labels)
+
+    losses = []
+    for scale in (1.0, 3.0):
+        loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=16)
+        _, history = fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.0), loader, num_epochs=1,
+                            log=None, loss_fn=scaled(scale))
+        losses.append(history["loss"][0])
+    assert losses[1] == pytest.approx(3 * losses[0], rel=1e-6)
+
+
+def test_a_cached_program_applies_the_new_optimizer_settings_exactly():
+    # one SGD step by hand: params - lr * grad, against fit with a learning rate used nowhere else
+    X, y = classification(n=8)
+    model = fm.NeuralNetwork(5, 3, key=jax.random.key(3))
+    for lr in (0.3, 0.7):
+        trained, _ = fm.fit(model, optax.sgd(lr), [(X, y)], num_epochs=1, log=None)
+        grads = jax.grad(lambda m: fm.cross_entropy(m(X), y))(model)
+        expected = jax.tree_util.tree_map(lambda p, g: p - lr * g, fm.state_dict(model), fm.state_dict(grads))
+        for key, value in fm.state_dict(trained).items():
+            np.testing.assert_allclose(value, expected[key], rtol=1e-6, atol=1e-7)
+
+
+def test_bad_device_data_budget_is_named():
+    X, y = classification(n=8)
+    with pytest.raises(ValueError, match="device_data_bytes"):
+        fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1),
+               fm.DataLoader(fm.ArrayDataset(X, y), batch_size=4), num_epochs=1, device_data_bytes=-1)
