@@ -50,8 +50,10 @@ def test_all_quick_runs_and_reports_every_section(quick_run):
         figures = results[section]["figures"]
         ours = ["fit_per_step", "fit_fused", "jit_step"]
         if section == "tiny":  # (the synchronous-dispatch rows exist on a CPU, as here)
-            ours += ["jit_floor", "scan_epoch", "filter_jit", "fit_per_step_sync", "jit_step_sync"]
+            ours += ["jit_floor", "scan_epoch", "filter_jit", "fit_per_step_sync", "jit_step_sync", "fit_book_class"]
         theirs = ["eager_step", "eager_loop"] if HAS_TORCH else []
+        if section == "tiny" and HAS_TORCH:
+            theirs.append("eager_loop_book_class")
         for name in ours + theirs:
             assert _positive(figures[name]["seconds_per_step"]), (section, name)
             assert all(_positive(s) for s in figures[name]["samples"]), (section, name)
@@ -77,6 +79,11 @@ def test_all_quick_runs_and_reports_every_section(quick_run):
     if HAS_TORCH:
         assert machine["torch_available"] is True
         assert _positive(results["tiny"]["figures"]["fit_fused"]["speedup_vs_torch_eager"])
+        assert _positive(results["tiny"]["figures"]["fit_book_class"]["speedup_vs_torch_book_loop"])
+        assert "the book's PyTorch loop over the same class" in completed.stdout
+    cell = results["tiny"]["figures"]["rerun_cell"]
+    assert _positive(cell["seconds"]) and _positive(cell["first_seconds"]) and len(cell["samples"]) >= 1
+    assert "3-epoch training cell" in completed.stdout and "issue" not in completed.stdout.lower()
         assert _positive(results["loader"]["torch_epoch_ms"])
     assert {t["target"].split(":")[0] for t in results["targets"]} >= {"wide", "compile"}
 
