@@ -81,10 +81,10 @@ def test_all_quick_runs_and_reports_every_section(quick_run):
         assert _positive(results["tiny"]["figures"]["fit_fused"]["speedup_vs_torch_eager"])
         assert _positive(results["tiny"]["figures"]["fit_book_class"]["speedup_vs_torch_book_loop"])
         assert "the book's PyTorch loop over the same class" in completed.stdout
+        assert _positive(results["loader"]["torch_epoch_ms"])
     cell = results["tiny"]["figures"]["rerun_cell"]
     assert _positive(cell["seconds"]) and _positive(cell["first_seconds"]) and len(cell["samples"]) >= 1
     assert "3-epoch training cell" in completed.stdout and "issue" not in completed.stdout.lower()
-        assert _positive(results["loader"]["torch_epoch_ms"])
     assert {t["target"].split(":")[0] for t in results["targets"]} >= {"wide", "compile"}
 
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
