@@ -7,13 +7,8 @@ module, Optax runs SGD, and a NumPy batch iterator reproduces `torch.utils.data.
 __version__ = "0.1.0"
 
 from .tensors import default_float_dtype, default_int_dtype, from_numpy, tensor, to_numpy
-from .autograd import (
-    ComputationGraph,
-    binary_cross_entropy,
-    computation_graph,
-    cross_entropy,
-    logistic_regression_loss,
-)
+from .losses import binary_cross_entropy, check_labels, cross_entropy
+from .autograd import ComputationGraph, computation_graph, logistic_regression_loss
 from .nn import NeuralNetwork, ReLU, count_parameters, load_state_dict, state_dict
 from .data import (
     ArrayDataset,
@@ -23,10 +18,10 @@ from .data import (
     SamplerIndexError,
     ToyDataset,
     default_collate,
-    toy_data,
 )
+from .datasets import toy_data
 from .checkpoint import CheckpointError, load_model, save_model
-from .train import TrainingDivergedError, compute_accuracy, fit, predict, predict_proba
+from .train import TrainingDivergedError, TrainProgram, compute_accuracy, fit, predict, predict_proba
 from .parallel import (
     batch_sharding,
     check_batch_size,

@@ -231,7 +231,7 @@ def _jax_training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
     suffix, note = ("_sync", ", synchronous CPU dispatch") if sync_dispatch else ("", "")
 
     from . import train
-    from .autograd import cross_entropy
+    from .losses import cross_entropy
     from .data import ArrayDataset, DataLoader
     from .nn import NeuralNetwork
 
@@ -338,7 +338,8 @@ def _rerun_cell(repeats: int) -> dict:
     import jax
     import optax
 
-    from .data import DataLoader, ToyDataset, toy_data
+    from .data import DataLoader, ToyDataset
+    from .datasets import toy_data
     from .nn import NeuralNetwork
     from .train import fit
 

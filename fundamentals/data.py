@@ -47,30 +47,11 @@ __all__ = [
     "Dataset",
     "ArrayDataset",
     "ToyDataset",
-    "toy_data",
     "default_collate",
     "DataLoader",
     "DistributedSampler",
     "SamplerIndexError",
 ]
-
-
-def toy_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The appendix's toy classification data: five training and two test points.
-
-    Replaces the book's `X_train = torch.tensor([[-1.2, 3.1], ...])` and friends.
-
-    **Returns:**
-
-    `(X_train, y_train, X_test, y_test)` as NumPy arrays: features `float32` of shape `(5, 2)`
-    and `(2, 2)`, labels `int64` of shape `(5,)` and `(2,)` (PyTorch's dtypes for the book's
-    `torch.tensor` calls).
-    """
-    X_train = np.array([[-1.2, 3.1], [-0.9, 2.9], [-0.5, 2.6], [2.3, -1.1], [2.7, -1.5]], dtype=np.float32)
-    y_train = np.array([0, 0, 0, 1, 1], dtype=np.int64)
-    X_test = np.array([[-0.8, 2.8], [2.6, -1.6]], dtype=np.float32)
-    y_test = np.array([0, 1], dtype=np.int64)
-    return X_train, y_train, X_test, y_test
 
 
 @runtime_checkable

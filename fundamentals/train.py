@@ -55,7 +55,7 @@ import optax
 from tqdm.auto import tqdm
 
 from ._fingerprint import fingerprint
-from .autograd import check_labels, cross_entropy
+from .losses import check_labels, cross_entropy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import reads_arrays
 from .parallel import DATA_AXIS, batch_sharding, check_batch_size, replicated_sharding

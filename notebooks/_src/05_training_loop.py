@@ -221,9 +221,10 @@ for key, value in fm.state_dict(model_hand).items():
 # ## The same training with `fm.fit`
 #
 # `fm.fit` is that loop in the library. It prints the book's log line (counting batches from 1
-# where the book counts from 0) and returns the trained model and a history. Because the
-# loader reads an in-memory `ArrayDataset`, it runs each epoch as one compiled `lax.scan` over
-# the batches (see the timing at the end), with the same numbers as one call per step.
+# where the book counts from 0) and returns the trained model and a history. It stacks the
+# loader's batches into chunks and runs each chunk as one compiled `lax.scan` of the step (see
+# the timing at the end); an in-memory `ArrayDataset` like this one stays on the device, and
+# only the batch order crosses. The numbers are those of one call per step, bit for bit.
 
 # %%
 # JAX
