@@ -78,6 +78,10 @@ def test_mismatched_state_dict_is_a_clear_error_and_model_unchanged():
     wrong_shape = dict(good, **{"layers.4.weight": np.zeros((3, 20), np.float32)})
     with pytest.raises(ValueError, match=r"layers\.4\.weight.*\(3, 20\).*\(2, 20\)"):
         fm.load_state_dict(model, wrong_shape)
+    # a transposed weight has the right size but not the right shape: refused, not reshaped
+    transposed = dict(good, **{"layers.0.weight": good["layers.0.weight"].T.copy()})
+    with pytest.raises(ValueError, match=r"layers\.0\.weight.*\(2, 30\).*\(30, 2\)"):
+        fm.load_state_dict(model, transposed)
     missing = {k: v for k, v in good.items() if k != "layers.2.bias"}
     with pytest.raises(ValueError, match=r"missing.*layers\.2\.bias"):
         fm.load_state_dict(model, missing)
@@ -110,11 +114,22 @@ def test_dropout_needs_key_in_training_and_not_in_inference(torch):
     keys = list(fm.state_dict(model))
     assert keys[2] == "layers.3.weight"  # Linear, ReLU, Dropout, Linear: torch's indices
     x = jnp.ones((8, 4))
+    with pytest.raises(RuntimeError, match="requires a key"):
+        model(x)  # training mode: dropout cannot draw its mask without a key
     a = model(x, key=jax.random.key(1))
     b = model(x, key=jax.random.key(2))
     assert not np.allclose(np.asarray(a), np.asarray(b))
+    # inference mode: dropout is the identity, as in torch's model.eval() with the same weights
+    reference = torch.nn.Sequential(
+        torch.nn.Linear(4, 30), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+        torch.nn.Linear(30, 20), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(20, 2),
+    )
+    reference.load_state_dict({k.removeprefix("layers."): torch.from_numpy(v) for k, v in fm.state_dict(model).items()})
+    reference.eval()
+    with torch.no_grad():
+        expected = reference(torch.ones(8, 4)).numpy()
     inference = eqx.nn.inference_mode(model)
-    np.testing.assert_allclose(np.asarray(inference(x)), np.asarray(inference(x)))
+    np.testing.assert_allclose(np.asarray(inference(x)), expected, atol=1e-6)
 
 
 def test_loaded_model_does_not_alias_torch_memory(torch):

@@ -16,7 +16,9 @@ def test_dtypes_follow_torch(torch):
     # ints: torch gives int64; JAX gives int64 only with x64 on, int32 otherwise.
     assert str(torch.tensor([1, 2, 3]).dtype) == "torch.int64"
     assert fm.tensor([1, 2, 3]).dtype == (jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
-    assert fm.default_int_dtype() == fm.tensor(7).dtype
+    # the defaults: torch's float32, and JAX's integer width (int64 only with x64 on)
+    assert fm.default_float_dtype() == np.dtype(str(torch.get_default_dtype()).removeprefix("torch."))
+    assert fm.default_int_dtype() == np.dtype("int64" if jax.config.jax_enable_x64 else "int32")
 
 
 def test_ints_are_int64_with_x64():
@@ -81,3 +83,15 @@ def test_to_numpy_reads_torch_jax_and_numpy(torch):
     np.testing.assert_array_equal(fm.to_numpy(t), t.detach().numpy())
     np.testing.assert_array_equal(fm.to_numpy(fm.tensor([[1, 2], [3, 4]])), [[1, 2], [3, 4]])
     assert fm.to_numpy([1.5, 2.5]).dtype == np.float64
+
+
+def test_from_numpy_copies_an_aligned_array():
+    # NumPy buffers aligned to 64 bytes are the ones jnp.asarray may use without a copy on a CPU
+    raw = np.zeros(64 + 16 * 4, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % 64
+    array = raw[offset : offset + 16 * 4].view(np.float32)
+    assert array.ctypes.data % 64 == 0
+    array[:] = np.arange(16, dtype=np.float32)
+    converted = fm.from_numpy(array)
+    array[:] = -1.0
+    np.testing.assert_array_equal(np.asarray(converted), np.arange(16, dtype=np.float32))

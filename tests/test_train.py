@@ -262,3 +262,53 @@ def test_resume_with_a_val_loader_and_a_different_seed(tmp_path):
     assert len(history["val_accuracy"]) == 1 and len(history["loss"]) == 10
     with pytest.raises(ValueError, match="seed=7 differs"):
         fm.fit(model, optax.sgd(0.1), loader, num_epochs=3, log=None, checkpoint=path, resume=True, seed=7)
+
+
+def test_epoch_loss_is_the_mean_of_each_epochs_step_losses():
+    X, y = random_classification(n=50)
+    loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=8, shuffle=True, seed=2)
+    _, history = fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), loader, num_epochs=3,
+                        log=None)
+    steps = len(loader)
+    assert len(history["loss"]) == 3 * steps
+    for epoch, value in enumerate(history["epoch_loss"]):
+        assert value == pytest.approx(float(np.mean(history["loss"][epoch * steps:(epoch + 1) * steps])), rel=1e-12)
+
+
+def test_dropout_key_is_fold_in_of_the_seed_and_the_step():
+    # With lr 0 the weights never change and every step sees the same batch: only the dropout
+    # mask changes from step to step, and it must be the one drawn with fold_in(key(seed), step).
+    X, y = random_classification(n=8)
+    model = fm.NeuralNetwork(5, 3, key=jax.random.key(0), dropout=0.5)
+    _, history = fm.fit(model, optax.sgd(0.0), [(X, y)] * 4, num_epochs=1, log=None, seed=9)
+    expected = [float(fm.cross_entropy(model(X, key=jax.random.fold_in(jax.random.key(9), step)), y))
+                for step in range(4)]
+    np.testing.assert_allclose(history["loss"], expected, rtol=1e-6)
+    assert len(set(history["loss"])) == 4
+
+
+def test_resuming_with_an_optimizer_of_other_shapes_is_refused(tmp_path):
+    X, y = random_classification(n=16)
+    path = str(tmp_path / "run.ckpt")
+    loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=8)
+    model = fm.NeuralNetwork(5, 3, key=jax.random.key(0))
+    fm.fit(model, optax.adam(1e-3), loader, num_epochs=1, log=None, checkpoint=path)  # count, mu (6), nu (6)
+    other = optax.chain(optax.trace(0.9), optax.trace(0.5), optax.scale_by_schedule(lambda count: -0.1))
+    assert len(jax.tree_util.tree_leaves(other.init(eqx.filter(model, eqx.is_inexact_array)))) == 13  # as many arrays
+    with pytest.raises(fm.CheckpointError, match=r"another optimizer: optimizer\.0 has shape \(\), expected \(30, 5\)"):
+        fm.fit(model, other, loader, num_epochs=2, log=None, checkpoint=path, resume=True)
+
+
+def test_fit_tells_the_sampler_each_epoch():
+    X, y = random_classification(n=12)
+
+    class Recording(fm.DistributedSampler):
+        def set_epoch(self, epoch):
+            calls.append(epoch)
+            super().set_epoch(epoch)
+
+    calls = []
+    dataset = fm.ArrayDataset(X, y)
+    loader = fm.DataLoader(dataset, batch_size=4, sampler=Recording(dataset, num_replicas=2, rank=0, seed=1))
+    fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), loader, num_epochs=3, log=None)
+    assert calls == [0, 1, 2]
