@@ -4,7 +4,9 @@ Tensors are immutable `jax.Array`s, `jax.grad` replaces autograd, the network is
 module, Optax runs SGD, and a NumPy batch iterator reproduces `torch.utils.data.DataLoader`.
 """
 
-__version__ = "0.1.0"
+from ._metadata import version as _version
+
+__version__ = _version()
 
 from .tensors import default_float_dtype, default_int_dtype, from_numpy, tensor, to_numpy
 from .losses import binary_cross_entropy, check_labels, cross_entropy

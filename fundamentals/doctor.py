@@ -10,31 +10,27 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import platform
-import sys
 from typing import Callable
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from ._metadata import requirements, requires_python
 
 __all__ = ["MINIMUM_VERSIONS", "doctor"]
 
-# Kept in step with pyproject.toml's dependencies.
-MINIMUM_VERSIONS = {
-    "jax": "0.7",
-    "jaxlib": "0.7",
-    "equinox": "0.13",
-    "optax": "0.2.4",
-    "numpy": "1.26",
-    "safetensors": "0.4",
-}
-MINIMUM_PYTHON = (3, 11)
+# From the package's own requirements (pyproject.toml): name -> specifier, e.g. "jax" -> ">=0.7".
+MINIMUM_VERSIONS = {r.name: str(r.specifier) for r in requirements()}
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    parts = []
-    for part in version.split("+")[0].split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
+def _satisfies(version: str, specifier: str) -> bool:
+    """Whether `version` meets `specifier` (a bare version means at least that version)."""
+    if specifier and specifier[0].isdigit():
+        specifier = f">={specifier}"
+    try:
+        return SpecifierSet(specifier).contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        return False
 
 
 def doctor(print_fn: Callable[[str], None] = print) -> int:
@@ -43,21 +39,21 @@ def doctor(print_fn: Callable[[str], None] = print) -> int:
     Replaces the book's `torch.__version__` / `torch.cuda.is_available()` checks.
     """
     failures = 0
-    python_ok = sys.version_info[:2] >= MINIMUM_PYTHON
+    python_spec = requires_python()
+    python_ok = _satisfies(platform.python_version(), python_spec)
     failures += not python_ok
-    minimum_python = ".".join(map(str, MINIMUM_PYTHON))
-    print_fn(f"[{'OK' if python_ok else 'FAIL'}] Python {platform.python_version()} (>= {minimum_python})")
+    print_fn(f"[{'OK' if python_ok else 'FAIL'}] Python {platform.python_version()} ({python_spec or 'any'})")
     for name, minimum in MINIMUM_VERSIONS.items():
         try:
             importlib.import_module(name)
             version = importlib.metadata.version(name)
         except Exception as error:  # noqa: BLE001 - any import failure is a FAIL line
             failures += 1
-            print_fn(f"[FAIL] {name} not importable ({type(error).__name__}: {error}); need >= {minimum}")
+            print_fn(f"[FAIL] {name} not importable ({type(error).__name__}: {error}); need {minimum}")
             continue
-        ok = _version_tuple(version) >= _version_tuple(minimum)
+        ok = _satisfies(version, minimum)
         failures += not ok
-        print_fn(f"[{'OK' if ok else 'FAIL'}] {name} {version} (>= {minimum})")
+        print_fn(f"[{'OK' if ok else 'FAIL'}] {name} {version} ({minimum or 'any version'})")
 
     try:
         import jax

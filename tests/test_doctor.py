@@ -27,3 +27,17 @@ def test_doctor_fails_when_a_minimum_is_not_met(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "[FAIL] numpy" in out and "999.0" in out
     assert "[FAIL] not_a_real_package_xyz not importable" in out
+
+
+def test_versions_come_from_pyproject():
+    import tomllib
+    from pathlib import Path
+
+    import fundamentals
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    assert fundamentals.__version__ == project["version"]
+    from packaging.requirements import Requirement
+
+    declared = {Requirement(line).name: str(Requirement(line).specifier) for line in project["dependencies"]}
+    assert doctor_module.MINIMUM_VERSIONS == declared
