@@ -26,6 +26,7 @@ from .data import (
     toy_data,
 )
 from .checkpoint import CheckpointError, load_model, save_model
+from .torchfile import TorchFileError, UnsafeFileError, torch_load, torch_save
 from .train import TrainingDivergedError, compute_accuracy, fit, predict, predict_proba
 from .parallel import (
     batch_sharding,

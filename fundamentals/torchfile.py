@@ -29,6 +29,7 @@ Storages are read to host memory whatever device they were saved from (`map_loca
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import pickle
 import struct
@@ -444,10 +445,18 @@ def is_torch_file(path: str | os.PathLike) -> bool:
     return head in _ZIP_MAGIC or head[:2] == b"\x80\x02"
 
 
+def _allocate(size: int) -> np.ndarray:
+    """`size` writable bytes. Large ones are fresh anonymous pages (freed blocks that malloc hands back
+    come from its heap, which the kernel backs with small pages: several times slower to fill)."""
+    if size < 1 << 20:
+        return np.empty(size, np.uint8)
+    return np.frombuffer(mmap.mmap(-1, size), np.uint8)
+
+
 def _read_exactly(file, offset: int, size: int, file_size: int, what: str) -> np.ndarray:
     if offset < 0 or offset + size > file_size:
         raise TorchFileError(f"{what} claims {size} bytes at offset {offset}, past the end of the file ({file_size} bytes)")
-    buffer = np.empty(size, np.uint8)
+    buffer = _allocate(size)
     view = memoryview(buffer)
     file.seek(offset)
     done = 0
