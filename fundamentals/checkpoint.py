@@ -182,7 +182,7 @@ def _read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, np.ndarray):
             raise CheckpointError(
-                f"{path} is not a state dict: key {key!r} holds a {type(value).__name__}, not a tensor "
+                f"{path} is not a state dict: key {key!r} holds a value of type {type(value).__name__}, not a tensor "
                 f"(a training checkpoint? read it with fm.torch_load and pass its model state dict)"
             )
     return dict(state)
