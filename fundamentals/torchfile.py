@@ -167,8 +167,8 @@ class _Global(_Private):
         return self.name
 
 
-def _check_int(value, what: str, *, positive_only: bool = True) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or (positive_only and value < 0):
+def _check_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise TorchFileError(f"{what} must be a non-negative integer, got {value!r}")
     return value
 
