@@ -23,6 +23,7 @@ from .data import (
 )
 from .datasets import toy_data
 from .checkpoint import CheckpointError, load_model, save_model
+from .torchfile import TorchFileError, UnsafeFileError, torch_load, torch_save
 from .train import TrainingDivergedError, TrainProgram, compute_accuracy, fit, predict, predict_proba
 from .parallel import (
     batch_sharding,

@@ -1,17 +1,18 @@
 """Saving and loading models and training state (appendix A.8).
 
-Files are safetensors with PyTorch's `state_dict` keys, so a model saved here loads into the
-book's PyTorch model:
+Model files are safetensors, or PyTorch's own `.pth` format when the name ends in `.pth` or
+`.pt`; both hold PyTorch's `state_dict` keys, so a model saved here loads into the book's
+PyTorch model, and the book's file loads here:
 
 ```python
 # PyTorch                                         # fundamentals
-torch.save(model.state_dict(), "model.pth")       fm.save_model(model, "model.safetensors")
-model = NeuralNetwork(2, 2)                       model = fm.load_model("model.safetensors")
-model.load_state_dict(torch.load("model.pth"))
+torch.save(model.state_dict(), "model.pth")       fm.save_model(model, "model.pth")  # or "model.safetensors"
+model = NeuralNetwork(2, 2)                       model = fm.load_model("model.pth", like=fm.NeuralNetwork(2, 2, key=key))
+model.load_state_dict(torch.load("model.pth"))    model = fm.load_model("model.safetensors")  # architecture stored
 
-# and the file this library wrote, in PyTorch:
-from safetensors.torch import load_file
-torch_model.load_state_dict(load_file("model.safetensors"))
+# and the files this library wrote, in PyTorch:
+torch_model.load_state_dict(torch.load("model.pth", weights_only=True))
+torch_model.load_state_dict(safetensors.torch.load_file("model.safetensors"))
 ```
 
 Every file is written atomically: to a temporary file in the same folder, flushed to disk,
@@ -31,11 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .nn import NeuralNetwork, load_state_dict, state_dict
+from .nn import NeuralNetwork, _named_arrays, load_state_dict, state_dict
 
 __all__ = ["save_model", "load_model", "CheckpointError", "save_checkpoint", "load_checkpoint", "atomic_write_bytes"]
 
 _FORMAT = "fundamentals.model/1"
+_TORCH_SUFFIXES = (".pth", ".pt")
 _CHECKPOINT_FORMAT = "fundamentals.checkpoint/1"
 
 
@@ -126,16 +128,41 @@ def _architecture(model) -> dict[str, Any] | None:
     return None
 
 
-def save_model(model, path: str | os.PathLike) -> Path:
-    """Save the model's parameters to a safetensors file with PyTorch's keys, atomically.
+def _model_arrays(model) -> dict[str, np.ndarray]:
+    """`state_dict(model)` for any Equinox module, refusing two arrays whose paths spell the same key."""
+    keys = [key for key, _ in _named_arrays(model)[0]]
+    if len(set(keys)) != len(keys):
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        raise ValueError(f"save_model: two arrays of the model have the same key {twice[0]!r}; rename a field")
+    return state_dict(model)
 
-    Replaces `torch.save(model.state_dict(), path)`. For a `NeuralNetwork` the architecture
-    (inputs, outputs, hidden sizes, dropout) goes into the file's metadata, so `load_model`
-    can rebuild the model without being told its shape.
+
+def save_model(model, path: str | os.PathLike) -> Path:
+    """Save any Equinox module's arrays with PyTorch's `state_dict` keys (`layers.0.weight`), atomically.
+
+    Replaces `torch.save(model.state_dict(), path)`. A name ending in `.pth` or `.pt` gets
+    PyTorch's format (`torch.load(path, weights_only=True)` reads it, and the book's
+    `model.load_state_dict` takes what it returns); any other name gets safetensors. In a
+    safetensors file a `NeuralNetwork`'s architecture (inputs, outputs, hidden sizes,
+    dropout) goes into the metadata, so `load_model` can rebuild it without `like=`.
+
+    **Arguments:**
+
+    - `model`: an `eqx.Module` (or any pytree of arrays); keys come from its pytree paths.
+    - `path`: the file to write.
 
     **Returns:** the path written.
+
+    **Raises:** `ValueError` if two arrays' paths spell the same key; `IsADirectoryError`
+    if `path` is a folder.
     """
-    arrays = state_dict(model)
+    arrays = _model_arrays(model)
+    if Path(path).suffix.lower() in _TORCH_SUFFIXES:
+        from collections import OrderedDict
+
+        from .torchfile import torch_save
+
+        return torch_save(OrderedDict(arrays), path)  # torch's state_dict is an OrderedDict
     metadata = {"format": _FORMAT}
     architecture = _architecture(model)
     if architecture is not None:
@@ -143,28 +170,62 @@ def save_model(model, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, _serialise(arrays, metadata))
 
 
-def load_model(path: str | os.PathLike, like=None):
-    """Load a model saved with `save_model` (or any safetensors file with matching keys).
+def _read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A `.pth` file's state dict (key -> array), read without torch; a clear error for anything else."""
+    from .torchfile import TorchFileError, torch_load
 
-    Replaces `model = NeuralNetwork(2, 2); model.load_state_dict(torch.load(path))`.
+    try:
+        state = torch_load(path)
+    except TorchFileError as error:
+        raise CheckpointError(str(error)) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict (a dict of key -> tensor)")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, np.ndarray):
+            raise CheckpointError(
+                f"{path} is not a state dict: key {key!r} holds a value of type {type(value).__name__}, not a tensor "
+                f"(a training checkpoint? read it with fm.torch_load and pass its model state dict)"
+            )
+    return dict(state)
+
+
+def _is_torch_file(path: str | os.PathLike) -> bool:
+    from .torchfile import is_torch_file
+
+    path = Path(path)
+    return path.is_file() and is_torch_file(path)
+
+
+def load_model(path: str | os.PathLike, like=None):
+    """Load a model from a safetensors or a PyTorch `.pth` file, into any Equinox module's structure.
+
+    Replaces `model = NeuralNetwork(2, 2); model.load_state_dict(torch.load(path))`. The format
+    is decided by the file's content, not its name; `.pth` files are read without torch and
+    as safely as `torch.load(weights_only=True)`.
 
     **Arguments:**
 
     - `path`: the file.
-    - `like`: a model with the structure to fill. If None, the `NeuralNetwork` is rebuilt
-      from the architecture stored in the file's metadata.
+    - `like`: a model with the structure to fill (any `eqx.Module`). If None, a
+      `NeuralNetwork` is rebuilt from the architecture stored in a safetensors file written
+      by `save_model`.
 
     **Returns:** a new model; `like` is unchanged.
 
     **Raises:** `FileNotFoundError` for a missing file; `CheckpointError` (a `ValueError`)
-    for a truncated or corrupted file, for a file without an architecture when `like` is None,
-    and for a file whose keys or shapes differ from the model's (naming the key and shapes).
+    for a truncated, corrupted or refused file, for a file without an architecture when
+    `like` is None, and for a file whose keys or shapes differ from the model's (naming the
+    key and both shapes).
     """
-    tensors, metadata = _read(path, "model")
+    if _is_torch_file(path):
+        tensors, metadata = _read_torch_state_dict(path), {}
+    else:
+        tensors, metadata = _read(path, "model")
     if like is None:
         if "architecture" not in metadata:
             raise CheckpointError(
-                f"{path} has no architecture metadata (not written by save_model); pass like=<a model of the same shape>"
+                f"{path} has no architecture metadata (not a safetensors file written by save_model); "
+                "pass like=<a model of the same shape>"
             )
         try:
             architecture = json.loads(metadata["architecture"])
@@ -181,6 +242,39 @@ def load_model(path: str | os.PathLike, like=None):
         return load_state_dict(like, tensors)
     except ValueError as error:
         raise CheckpointError(f"{path} does not fit the model: {error}") from None
+
+
+def convert(source: str | os.PathLike, destination: str | os.PathLike) -> tuple[int, Path]:
+    """Convert a state dict file between PyTorch's `.pth` and safetensors (`fundamentals convert SRC DST`).
+
+    The source's format is read from its content, the destination's from its suffix (`.pth`
+    or `.pt`: PyTorch's; anything else: safetensors). Keys, dtypes and values are unchanged;
+    safetensors metadata has no place in a `.pth` file and is dropped.
+
+    **Returns:** `(number of tensors, path written)`.
+
+    **Raises:** `FileNotFoundError` for a missing source; `CheckpointError` for a broken or
+    refused source, or one that is not a flat key -> tensor state dict. Nothing is written then.
+    """
+    source = Path(source)
+    if _is_torch_file(source):
+        tensors, metadata = _read_torch_state_dict(source), {}
+    else:
+        tensors, metadata = _read(source, "source")
+    destination = Path(destination)
+    if destination.is_dir():
+        raise IsADirectoryError(f"cannot write {destination}: it is a folder, not a file name")
+    if destination.suffix.lower() in _TORCH_SUFFIXES:
+        from collections import OrderedDict
+
+        from .torchfile import torch_save
+
+        return len(tensors), torch_save(OrderedDict(tensors), destination)
+    try:
+        data = _serialise(tensors, metadata)
+    except Exception as error:  # noqa: BLE001 - safetensors names what it cannot store
+        raise CheckpointError(f"cannot write {destination} as safetensors: {error}") from None
+    return len(tensors), atomic_write_bytes(destination, data)
 
 
 def save_checkpoint(path: str | os.PathLike, *, params, opt_state, metadata: dict[str, Any]) -> Path:

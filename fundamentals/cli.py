@@ -1,4 +1,4 @@
-"""The `fundamentals` command: `fundamentals train | bench | doctor`."""
+"""The `fundamentals` command: `fundamentals train | convert | bench | doctor`."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fundamentals",
         description="Appendix A of 'Build a Large Language Model (From Scratch)', in JAX.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{train,bench,doctor}", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="{train,convert,bench,doctor}", parser_class=_Parser)
     commands.required = True
 
     train = commands.add_parser(
@@ -89,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices-per-process", type=_positive_int, default=1, help="devices each process drives (CPU: simulated)"
     )
     train.set_defaults(handler=_run_train)
+
+    convert = commands.add_parser(
+        "convert",
+        help="convert a model file between PyTorch's .pth and safetensors",
+        description="Convert a state dict between PyTorch's .pth format and safetensors, by DST's suffix "
+        "(.pth or .pt: PyTorch's format; anything else: safetensors). Keys, dtypes and values are unchanged. "
+        "A .pth file is read without torch and as safely as torch.load(weights_only=True).",
+    )
+    convert.add_argument("source", metavar="SRC", help="the file to read (its format is read from its content)")
+    convert.add_argument("destination", metavar="DST", help="the file to write")
+    convert.set_defaults(handler=_run_convert)
 
     bench = commands.add_parser(
         "bench",
@@ -248,6 +259,20 @@ def _plot_loss(losses, steps_per_epoch: int, path: str, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .checkpoint import CheckpointError, convert
+
+    try:
+        count, written = convert(args.source, args.destination)
+    except (FileNotFoundError, IsADirectoryError, CheckpointError, TypeError) as error:
+        raise CLIError(str(error).splitlines()[0]) from None
+    kind = "PyTorch .pth" if Path(written).suffix.lower() in (".pth", ".pt") else "safetensors"
+    print(f"Wrote {count} tensors to {written} ({kind})")
+    return 0
 
 
 def _run_doctor(args: argparse.Namespace) -> int:

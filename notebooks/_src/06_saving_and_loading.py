@@ -3,8 +3,9 @@
 #
 # PyTorch saves a model's `state_dict()` with `torch.save`, a pickle-based `.pth` file.
 # `fm.save_model` writes a [safetensors](https://github.com/huggingface/safetensors) file with
-# the same keys and shapes (`layers.0.weight`, ...), so the file loads into the book's PyTorch
-# model, and a PyTorch `state_dict` loads into `fm.NeuralNetwork`. This notebook moves trained
+# the same keys and shapes (`layers.0.weight`, ...), or a `.pth` file for a `.pth` name, so the
+# file loads into the book's PyTorch model, and a PyTorch `state_dict` loads into
+# `fm.NeuralNetwork`. This notebook moves trained
 # weights both ways and checks that the outputs stay the same.
 #
 # The one difference in use: `model.load_state_dict(...)` fills a PyTorch model in place, while
@@ -198,6 +199,45 @@ with torch.no_grad():
     expected = model(X_all)
 assert_same(from_pth(X_all.numpy()), expected)
 assert_same(from_safetensors(X_all.numpy()), expected)
+
+# %% [markdown]
+# ## The book's `model.pth` without PyTorch
+#
+# `fm.torch_load` reads `torch.save`'s format with NumPy alone and as safely as
+# `torch.load(weights_only=True)`: a file whose pickle names anything but tensors, containers,
+# numbers and strings (`os.system`, `eval`, ...) is refused, and nothing in it runs.
+# `fm.load_model` reads a `.pth` the same way, and `fm.save_model` writes one for a `.pth` name.
+# Below, a fresh Python in which `import torch` fails reads the book's file and writes one back.
+
+# %%
+# JAX, in a process where torch cannot be imported
+import subprocess
+import sys
+import textwrap
+
+script = textwrap.dedent("""
+    import sys
+    sys.modules["torch"] = None  # from here on, `import torch` fails
+    import jax
+    import fundamentals as fm
+
+    state = fm.torch_load("model.pth")
+    for key, value in state.items():
+        print(f"{key:16s} {str(value.dtype):8s} {value.shape}")
+    model = fm.load_model("model.pth", like=fm.NeuralNetwork(2, 2, key=jax.random.key(0)))
+    fm.save_model(model, "model_without_torch.pth")
+""")
+print(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+
+# %%
+# Check: the arrays read without torch are PyTorch's, and the file written without torch loads in the book's model
+state_np = fm.torch_load("model.pth")
+for key, value in model.state_dict().items():
+    assert np.array_equal(state_np[key], value.numpy()) and state_np[key].dtype == np.float32
+reloaded = NeuralNetwork(2, 2)
+reloaded.load_state_dict(torch.load("model_without_torch.pth", weights_only=True))
+with torch.no_grad():
+    assert torch.equal(reloaded(X_all), model(X_all))
 
 # %% [markdown]
 # ## A file for another model is refused, by name
