@@ -27,6 +27,7 @@ from .data import (
 )
 from .checkpoint import CheckpointError, load_model, save_model
 from .train import TrainingDivergedError, compute_accuracy, fit, predict, predict_proba
+from .distributed import init_distributed
 from .parallel import (
     batch_sharding,
     check_batch_size,
