@@ -3,7 +3,8 @@
 # (see NOTICE). Source for "Build a Large Language Model From Scratch"
 #   - https://www.manning.com/books/build-a-large-language-model-from-scratch
 #
-# Run: python examples/ddp_script.py            (2 local processes, CPU or GPU)
+# Run: python examples/ddp_script.py            (2 local processes, one device each: 2 GPUs, or
+#      the CPU where JAX has no GPU; on a machine with 1 GPU: JAX_PLATFORMS=cpu python ...)
 
 # Appendix A: Introduction to PyTorch (Part 3), in JAX
 
@@ -129,9 +130,9 @@ def main(rank, world_size, num_epochs, save_path=None):
 
     try:
         train_acc = fm.compute_accuracy(model, train_loader)  # this rank's shard, as in the book
-        print(f"[{device}{rank}] Training accuracy", train_acc)
+        print(f"[{device}{rank}] Training accuracy {train_acc}")  # one write: ranks share the terminal
         test_acc = fm.compute_accuracy(model, test_loader)
-        print(f"[{device}{rank}] Test accuracy", test_acc)
+        print(f"[{device}{rank}] Test accuracy {test_acc}")  # one write: ranks share the terminal
 
     ####################################################
     # NEW (not in the book): the book's ZeroDivisionError is a ValueError here
@@ -154,7 +155,7 @@ if __name__ == "__main__":
 
     print("JAX version:", jax.__version__)
     num_epochs = 3
-    world_size = 2  # the book uses one process per GPU; here 2 on any machine (CPU or GPU)
+    world_size = 2  # the book uses one process per GPU; this script is designed for 2
 
     # NEW: spawn new processes
     # note that launch will automatically pass the rank

@@ -131,9 +131,9 @@ def main(rank, world_size, num_epochs, save_path=None):
 
     try:
         train_acc = fm.compute_accuracy(model, train_loader)  # this rank's shard, as in the book
-        print(f"[{device}{rank}] Training accuracy", train_acc)
+        print(f"[{device}{rank}] Training accuracy {train_acc}")  # one write: ranks share the terminal
         test_acc = fm.compute_accuracy(model, test_loader)
-        print(f"[{device}{rank}] Test accuracy", test_acc)
+        print(f"[{device}{rank}] Test accuracy {test_acc}")  # one write: ranks share the terminal
 
     ####################################################
     # NEW (not in the book): the book's ZeroDivisionError is a ValueError here
