@@ -25,6 +25,7 @@ from .datasets import toy_data
 from .checkpoint import CheckpointError, load_model, save_model
 from .torchfile import TorchFileError, UnsafeFileError, torch_load, torch_save
 from .train import TrainingDivergedError, TrainProgram, compute_accuracy, fit, predict, predict_proba
+from .distributed import init_distributed
 from .parallel import (
     batch_sharding,
     check_batch_size,

@@ -35,7 +35,9 @@ import collections
 import collections.abc
 import concurrent.futures
 import copy
+import itertools
 import math
+import threading
 from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 import jax
@@ -304,7 +306,10 @@ class DataLoader:
     """Batches of a dataset, shuffled and collated, with `torch.utils.data.DataLoader` semantics.
 
     Replaces `torch.utils.data.DataLoader(dataset, batch_size, shuffle, sampler, num_workers,
-    collate_fn, drop_last)`, with `seed` in place of `torch.manual_seed` / `generator`.
+    collate_fn, pin_memory, drop_last, timeout, worker_init_fn, multiprocessing_context,
+    generator, prefetch_factor, persistent_workers)`, with `seed` (or `generator`) in place of
+    `torch.manual_seed`. The book's `DataLoader(..., pin_memory=True, drop_last=True,
+    sampler=DistributedSampler(train_ds))` runs as written.
 
     ```python
     X_train, y_train, _, _ = toy_data()
@@ -339,12 +344,35 @@ class DataLoader:
       come in the same order as with 0. The dataset must be safe to read from threads.
     - `collate_fn`: merges a list of items into a batch. Given, it is called exactly as in
       PyTorch, `collate_fn([dataset[i] for i in batch_indices])`, even for an `ArrayDataset`.
+    - `pin_memory`: accepted and does nothing. PyTorch copies batches into page-locked host
+      memory for faster `.to("cuda")`; here batches stay NumPy arrays and JAX places them on
+      the device itself when a jitted step takes them (`jax.device_put` does its own staging).
+    - `timeout`: with workers, seconds to wait for a batch before raising
+      `RuntimeError("DataLoader timed out after ... seconds")`, as PyTorch; 0 waits forever.
+      Needs `num_workers > 0` (PyTorch refuses it on iteration without workers).
+    - `worker_init_fn`: called as `worker_init_fn(worker_id)` in each worker thread before it
+      loads its first batch, ids from 0 (once per epoch, or once per loader with
+      `persistent_workers`). Seed per-thread state here; PyTorch calls it in each worker
+      process.
+    - `multiprocessing_context`: checked as PyTorch checks it (a start method name or a
+      `multiprocessing` context, and only with workers) and otherwise a no-op: the workers
+      are threads, so no process is started.
+    - `generator`: another name for `seed` (an int or a `numpy.random.Generator`), where
+      PyTorch takes a `torch.Generator`; pass one of the two, not both.
+    - `prefetch_factor`: with workers, batches each worker prepares ahead (default 2, as in
+      PyTorch): at most `prefetch_factor * num_workers` batches are in flight. Only with
+      `num_workers > 0`, as in PyTorch; 0 is refused (nothing would be loaded).
+    - `persistent_workers`: keep the worker threads between epochs instead of starting them
+      at every `iter(loader)` (threads start in microseconds, so it matters less than with
+      PyTorch's processes). Only with `num_workers > 0`, as in PyTorch.
 
     **Raises:**
 
     `TypeError` / `ValueError` naming the argument for a dataset without `__len__` or
     `__getitem__`, an empty dataset, a `batch_size` that is not a positive int, `shuffle`
-    with a `sampler`, a sampler without a length, a negative `num_workers`, a bad `seed`;
+    with a `sampler`, a sampler without a length, a negative `num_workers`, a bad `seed` or
+    `generator`, and PyTorch's `ValueError`s for `prefetch_factor` or `persistent_workers`
+    without workers, a negative `timeout` or `prefetch_factor`, or a bad `multiprocessing_context`;
     `SamplerIndexError` (an `IndexError` and a `ValueError`) when a sampler gives an index
     out of range.
     """
@@ -359,6 +387,14 @@ class DataLoader:
         seed: int | np.random.Generator | None = None,
         num_workers: int = 0,
         collate_fn: Callable[[list], Any] | None = None,
+        *,
+        pin_memory: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Callable[[int], Any] | None = None,
+        multiprocessing_context=None,
+        generator: int | np.random.Generator | None = None,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
     ):
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(
@@ -384,6 +420,70 @@ class DataLoader:
         num_workers = _check_int("DataLoader: num_workers", num_workers, 0)
         if collate_fn is not None and not callable(collate_fn):
             raise TypeError(f"DataLoader: collate_fn must be callable, got {type(collate_fn).__name__}")
+        for name, flag in (("pin_memory", pin_memory), ("persistent_workers", persistent_workers)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"DataLoader: {name} must be a bool, got {type(flag).__name__}")
+        # torch's checks, in torch's order and with torch's messages.
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)):
+            raise TypeError(f"DataLoader: timeout must be a number of seconds, got {type(timeout).__name__}")
+        if timeout < 0:
+            raise ValueError("DataLoader: timeout option should be non-negative")
+        if num_workers == 0 and prefetch_factor is not None:
+            raise ValueError(
+                "DataLoader: prefetch_factor option could only be specified in multiprocessing."
+                "let num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor to None."
+            )
+        if prefetch_factor is not None:
+            if not _is_int(prefetch_factor):
+                raise TypeError(f"DataLoader: prefetch_factor must be an int or None, got {type(prefetch_factor).__name__}")
+            if prefetch_factor < 0:
+                raise ValueError("DataLoader: prefetch_factor option should be non-negative")
+            if prefetch_factor == 0:
+                raise ValueError("DataLoader: prefetch_factor must be at least 1 here: 0 batches in flight would load nothing")
+        if persistent_workers and num_workers == 0:
+            raise ValueError("DataLoader: persistent_workers option needs num_workers > 0")
+        if timeout > 0 and num_workers == 0:
+            # torch fails later, on iteration (an AssertionError: timeout == 0 without workers).
+            raise ValueError(
+                f"DataLoader: timeout={timeout!r} needs num_workers > 0: without workers batches are made in the "
+                "loop itself, and there is nothing to wait for"
+            )
+        if worker_init_fn is not None and not callable(worker_init_fn):
+            raise TypeError(f"DataLoader: worker_init_fn must be callable, got {type(worker_init_fn).__name__}")
+        if multiprocessing_context is not None:
+            if num_workers == 0:
+                raise ValueError(
+                    "DataLoader: multiprocessing_context can only be used with multi-process loading "
+                    f"(num_workers > 0), but got num_workers={num_workers}"
+                )
+            import multiprocessing
+            import multiprocessing.context
+
+            if isinstance(multiprocessing_context, str):
+                methods = multiprocessing.get_all_start_methods()
+                if multiprocessing_context not in methods:
+                    raise ValueError(
+                        f"DataLoader: multiprocessing_context option should specify a valid start method in {methods!r}, "
+                        f"but got multiprocessing_context={multiprocessing_context!r}"
+                    )
+            elif not isinstance(multiprocessing_context, multiprocessing.context.BaseContext):
+                raise TypeError(
+                    "DataLoader: multiprocessing_context option should be a valid context object or a string "
+                    f"specifying the start method, but got multiprocessing_context={multiprocessing_context!r}"
+                )
+        if generator is not None:
+            if seed is not None:
+                raise ValueError("DataLoader: pass seed or generator, not both (they are the same thing here)")
+            if type(generator).__module__.split(".")[0] == "torch":
+                raise TypeError(
+                    "DataLoader: generator must be an int seed or a numpy.random.Generator; a torch.Generator cannot "
+                    "drive NumPy's shuffle (pass its seed instead: generator=g.initial_seed())"
+                )
+            if not (_is_int(generator) or isinstance(generator, np.random.Generator)):
+                raise TypeError(
+                    f"DataLoader: generator must be an int seed or a numpy.random.Generator, got {type(generator).__name__}"
+                )
+            seed = generator
         if isinstance(seed, np.random.Generator):
             rng = seed
         elif seed is None:
@@ -403,6 +503,14 @@ class DataLoader:
         self.seed = seed
         self.num_workers = num_workers
         self.collate_fn = collate_fn
+        self.pin_memory = bool(pin_memory)
+        self.timeout = float(timeout)
+        self.worker_init_fn = worker_init_fn
+        self.multiprocessing_context = multiprocessing_context
+        self.generator = generator
+        self.prefetch_factor = (2 if prefetch_factor is None else int(prefetch_factor)) if num_workers else None
+        self.persistent_workers = bool(persistent_workers)
+        self._executor = None  # the worker threads, kept between epochs with persistent_workers
         self._rng = rng
 
     def __len__(self) -> int:
@@ -445,7 +553,17 @@ class DataLoader:
         batches = self.epoch_indices()  # drawn now, as torch draws its order when iteration starts
         if self.num_workers == 0:
             return _SerialIterator(batches, self._fetcher())
-        return _ThreadedIterator(batches, self._fetcher(), self.num_workers)
+        fetch = self._fetcher()
+        if self.worker_init_fn is not None:
+            fetch = _first_calling(self.worker_init_fn, fetch)
+        if not self.persistent_workers:
+            return _ThreadedIterator(batches, fetch, self.num_workers, self.prefetch_factor, self.timeout)
+        if self._executor is None:
+            self._executor = _worker_pool(self.num_workers)
+            self._persistent_fetch = fetch  # one worker_init_fn call per thread, for the loader's lifetime
+        return _ThreadedIterator(
+            batches, self._persistent_fetch, self.num_workers, self.prefetch_factor, self.timeout, self._executor
+        )
 
     def state_dict(self) -> dict:
         """The loader's position in its sequence of epochs, as a JSON-serialisable dict.
@@ -514,25 +632,42 @@ class _SerialIterator:
         return self._fetch(next(self._batches))
 
 
+def _worker_pool(num_workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="fundamentals-DataLoader")
+
+
+def _first_calling(worker_init_fn, fetch):
+    """`fetch`, calling `worker_init_fn(worker_id)` once in each thread before its first batch."""
+    state = threading.local()
+    worker_ids = itertools.count()
+
+    def fetch_in_worker(indices):
+        if not getattr(state, "started", False):
+            state.started = True
+            worker_init_fn(next(worker_ids))
+        return fetch(indices)
+
+    return fetch_in_worker
+
+
 class _ThreadedIterator:
     """Batches prepared by a thread pool, handed out in submission order.
 
-    At most `2 * num_workers` batches are in flight (PyTorch's default `prefetch_factor=2`).
+    At most `prefetch_factor * num_workers` batches are in flight (PyTorch's default is 2).
     Breaking out of the loop drops the iterator; `__del__` then cancels what is queued and
     joins the threads, so none outlives the loop.
     """
 
-    prefetch_factor = 2
-
-    def __init__(self, batches: list[np.ndarray], fetch, num_workers: int):
+    def __init__(self, batches: list[np.ndarray], fetch, num_workers: int, prefetch_factor: int = 2,
+                 timeout: float = 0, executor: concurrent.futures.ThreadPoolExecutor | None = None):
         self._batches = iter(batches)
         self._length = len(batches)
         self._fetch = fetch
+        self._timeout = timeout or None
         self._pending: collections.deque = collections.deque()
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=num_workers, thread_name_prefix="fundamentals-DataLoader"
-        )
-        for _ in range(self.prefetch_factor * num_workers):
+        self._owns_executor = executor is None  # a persistent pool belongs to the loader
+        self._executor = _worker_pool(num_workers) if executor is None else executor
+        for _ in range(prefetch_factor * num_workers):
             if not self._submit():
                 break
 
@@ -557,15 +692,18 @@ class _ThreadedIterator:
             raise StopIteration
         future = self._pending.popleft()
         try:
-            batch = future.result()
+            batch = future.result(timeout=self._timeout)
+        except concurrent.futures.TimeoutError:
+            self.close(wait=False)  # a thread cannot be stopped: leave the stuck one behind
+            raise RuntimeError(f"DataLoader timed out after {self._timeout:g} seconds") from None
         except BaseException:
             self.close()
             raise
         self._submit()
         return batch
 
-    def close(self) -> None:
-        """Cancel the batches not yet started and join the worker threads."""
+    def close(self, wait: bool = True) -> None:
+        """Cancel the batches not yet started and join the worker threads (unless `wait=False`)."""
         executor = self.__dict__.pop("_executor", None)
         if executor is None:
             return
@@ -573,7 +711,8 @@ class _ThreadedIterator:
             future.cancel()
         self._pending.clear()
         self._batches = iter(())
-        executor.shutdown(wait=True, cancel_futures=True)
+        if self._owns_executor:
+            executor.shutdown(wait=wait, cancel_futures=True)
 
     def __del__(self):
         try:

@@ -11,7 +11,7 @@ PyTorch                                                     JAX (this module)
 ``DistributedSampler`` splits the batch per GPU             batch sharded over devices: ``batch_sharding(mesh)``
 the process group (``world_size`` GPUs)                     ``data_mesh()``: a 1-D mesh named ``"data"``
 ``mp.spawn(main, args=..., nprocs=world_size)``             ``launch(main, num_processes, *args)``
-``init_process_group(backend="nccl", ...)``                 ``jax.distributed.initialize(...)``, called by ``launch``
+``init_process_group(backend="nccl", ...)``                 ``init_distributed()``, called by ``launch``
 ``destroy_process_group()``                                 nothing: JAX shuts down at exit
 ==========================================================  =========================================================
 
@@ -58,6 +58,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec, Sharding
 
 from .checkpoint import atomic_write_bytes
+from .distributed import init_distributed
 from .tensors import is_int as _is_int
 
 __all__ = [
@@ -332,6 +333,27 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _launcher_environment(base: dict[str, str], rank: int, num_processes: int, devices_per_process: int,
+                          port: int) -> dict[str, str]:
+    """A child's environment: torchrun's variables, read by `init_distributed` in the child."""
+    first = rank * devices_per_process
+    env = dict(base)
+    env.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(num_processes),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(num_processes),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        # No torchrun store here, so the coordinator takes MASTER_PORT itself (on loopback only).
+        JAX_COORDINATOR_PORT=str(port),
+        # GPUs: each process sees its own devices_per_process GPUs. Ignored on CPU.
+        JAX_LOCAL_DEVICE_IDS=",".join(str(i) for i in range(first, first + devices_per_process)),
+    )
+    env.pop("JAX_COORDINATOR_ADDRESS", None)
+    return env
+
+
 def _check_positive_int(value, name: str) -> int:
     if not _is_int(value) or value < 1:
         raise ValueError(f"launch: {name} must be a positive int, got {value!r}")
@@ -420,9 +442,12 @@ def launch(
 
     Each process is a fresh Python interpreter. Before `fn` runs it sets the number of local
     CPU devices to `devices_per_process` (`jax_num_cpu_devices`; on GPU machines it instead sees
-    GPUs `rank * devices_per_process` to `(rank + 1) * devices_per_process - 1`), selects the
-    Gloo CPU collectives so CPU devices of different processes can all-reduce, and calls
-    `jax.distributed.initialize` with a coordinator on `127.0.0.1`. Inside `fn`,
+    GPUs `rank * devices_per_process` to `(rank + 1) * devices_per_process - 1`) and calls
+    `init_distributed()`, the same start-up a script gets under torchrun: each process is
+    started with torchrun's variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`,
+    `MASTER_ADDR=127.0.0.1`, `MASTER_PORT`, with `JAX_COORDINATOR_PORT=MASTER_PORT` since no
+    torchrun store holds that port), so the coordinator runs on `127.0.0.1` and CPU devices
+    of different processes all-reduce through Gloo. Inside `fn`,
     `jax.process_index() == rank`, `jax.process_count() == num_processes`, and `jax.devices()`
     lists all `num_processes * devices_per_process` devices, so `data_mesh()` spans every process.
 
@@ -441,7 +466,8 @@ def launch(
     an importable module, or of the script being run, with the script's work under
     `if __name__ == "__main__":` (the children import it as `__mp_main__`). Functions defined
     in a notebook cannot be launched; put them in a `.py` file. The children import the
-    user's modules only after `jax.distributed.initialize`, so `fn` must not call it again.
+    user's modules only after `init_distributed()` has run: `fn` may call `init_distributed()`
+    again (it returns `(rank, num_processes)`), but not `jax.distributed.initialize`.
 
     **Arguments:**
 
@@ -452,8 +478,7 @@ def launch(
     - `timeout`: seconds after which all processes are stopped and `RuntimeError` is raised;
       `None` (default) waits as long as they run.
     - `port`: the coordinator's TCP port on 127.0.0.1; `None` picks a free one.
-    - `heartbeat_timeout_seconds`, `initialization_timeout`: passed to
-      `jax.distributed.initialize`.
+    - `heartbeat_timeout_seconds`, `initialization_timeout`: passed to `init_distributed`.
     - `env`: extra environment variables for the processes (for example `{"JAX_PLATFORMS": "cpu"}`).
 
     **Returns:**
@@ -488,10 +513,6 @@ def launch(
     child_env.update(env or {})
     child_env["PYTHONUNBUFFERED"] = "1"  # pipes are block-buffered otherwise: lines would come late
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, child_env.get("PYTHONPATH")]))
-    if any(name.lower() in ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy") for name in child_env):
-        # gRPC honours these; the coordinator is local and must never be reached through a proxy.
-        for name in ("no_proxy", "NO_PROXY"):
-            child_env[name] = ",".join(filter(None, [child_env.get(name), "127.0.0.1", "localhost"]))
 
     preparation = spawn.get_preparation_data("launch")
     preparation["authkey"] = bytes(preparation["authkey"])  # AuthenticationString refuses to pickle
@@ -503,10 +524,7 @@ def launch(
         try:
             for rank in range(num_processes):
                 setup = {
-                    "rank": rank,
-                    "num_processes": num_processes,
                     "devices_per_process": devices_per_process,
-                    "port": port,
                     "heartbeat_timeout_seconds": heartbeat_timeout_seconds,
                     "initialization_timeout": initialization_timeout,
                     "workdir": workdir,
@@ -517,7 +535,7 @@ def launch(
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
-                    env=child_env,
+                    env=_launcher_environment(child_env, rank, num_processes, devices_per_process, port),
                     start_new_session=True,  # its own process group: stopping it stops what it started
                 )
                 processes.append(process)
@@ -646,23 +664,15 @@ def _child_main() -> None:
     # and the next rank is started only after that (initialize below waits for every rank).
     payload = _read_frame(parent_pipe)
     threading.Thread(target=_exit_when_parent_dies, args=(parent_pipe,), daemon=True).start()
-    rank = setup["rank"]
+    rank = int(os.environ["RANK"])
     error_path = os.path.join(setup["workdir"], f"rank{rank}.error")
     try:
         # All of this must happen before JAX's backend starts, so before the user's code is imported.
         jax.config.update("jax_num_cpu_devices", setup["devices_per_process"])
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        first = rank * setup["devices_per_process"]
-        address = f"127.0.0.1:{setup['port']}"
-        jax.distributed.initialize(
-            coordinator_address=address,
-            num_processes=setup["num_processes"],
-            process_id=rank,
-            # GPUs: each process sees its own devices_per_process GPUs. Ignored on CPU.
-            local_device_ids=list(range(first, first + setup["devices_per_process"])),
+        # The same start-up as under torchrun, from the variables _launcher_environment set.
+        init_distributed(
             initialization_timeout=setup["initialization_timeout"],
             heartbeat_timeout_seconds=setup["heartbeat_timeout_seconds"],
-            coordinator_bind_address=address,
         )
         from multiprocessing import spawn
 
