@@ -1,9 +1,11 @@
 """Build the compare-with-torch notebooks from their sources, run them, and save them with outputs.
 
-Each notebook is written as a percent-format script in `notebooks/_src/` (the format jupytext
-reads): a line `# %%` starts a code cell, `# %% [markdown]` a markdown cell whose lines start
-with `# `. This script turns a source into a notebook, executes it top to bottom on a fresh
-kernel of this Python, and writes `notebooks/<name>.ipynb` with its outputs.
+Each notebook is written as a jupytext percent-format script in `notebooks/_src/`, valid
+Python: a line `# %%` starts a code cell, `# %% [markdown]` a markdown cell whose lines start
+with `# `, and IPython magics are commented the way jupytext writes them (`# %timeit ...`).
+This script reads a source with jupytext, executes it top to bottom on a fresh kernel of this
+Python, and writes `notebooks/<name>.ipynb` with its outputs. To edit a notebook in Jupyter
+and keep its source in step: `jupytext --sync` or `jupytext --to py:percent`.
 
 ```
 python notebooks/_build.py            # build and run every notebook
@@ -21,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import jupytext
 import nbformat
 
 HERE = Path(__file__).resolve().parent
@@ -36,28 +39,9 @@ def sources() -> list[Path]:
 
 
 def parse(path: Path) -> list[tuple[str, str]]:
-    """The cells of a percent-format source as `(cell_type, source)` pairs."""
-    cells: list[tuple[str, list[str]]] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("# %%"):
-            cells.append(("markdown" if "[markdown]" in line else "code", []))
-        elif cells:
-            cells[-1][1].append(line)
-        elif line.strip():
-            raise ValueError(f"{path.name}: text before the first '# %%' line: {line!r}")
-    parsed = []
-    for cell_type, lines in cells:
-        if cell_type == "markdown":
-            for line in lines:
-                if line.strip() and not line.startswith("#"):
-                    raise ValueError(f"{path.name}: a markdown line must start with '#': {line!r}")
-            lines = [line[2:] if line.startswith("# ") else line.lstrip("#") for line in lines]
-        while lines and not lines[-1].strip():
-            lines.pop()
-        while lines and not lines[0].strip():
-            lines.pop(0)
-        parsed.append((cell_type, "\n".join(lines)))
-    return parsed
+    """The cells of a percent-format source as `(cell_type, source)` pairs, as jupytext reads them."""
+    notebook = jupytext.read(path, fmt="py:percent")
+    return [(cell.cell_type, cell.source) for cell in notebook.cells]
 
 
 def build(path: Path) -> nbformat.NotebookNode:

@@ -1,4 +1,7 @@
-"""Shared pieces of the tests: the book's PyTorch network and a sampler that replays an order."""
+"""Shared pieces of the tests: the book's PyTorch network and training run (the sampler that replays
+PyTorch's order lives in `fundamentals.testing`, shared with the notebooks)."""
+
+from fundamentals.testing import ReplaySampler  # noqa: F401 - re-exported for the tests
 
 
 def torch_network(torch, num_inputs, num_outputs, hidden=(30, 20)):
@@ -19,22 +22,6 @@ def torch_network(torch, num_inputs, num_outputs, hidden=(30, 20)):
             return self.layers(x)
 
     return NeuralNetwork(num_inputs, num_outputs)
-
-
-class ReplaySampler:
-    """Yields a recorded order per epoch: PyTorch's batch order, replayed into our loader."""
-
-    def __init__(self, orders):
-        self.orders = [list(order) for order in orders]
-        self.epoch = 0
-
-    def __iter__(self):
-        order = self.orders[self.epoch % len(self.orders)]
-        self.epoch += 1
-        return iter(order)
-
-    def __len__(self):
-        return len(self.orders[0])
 
 
 def torch_book_training(torch, X_train, y_train, num_epochs=3, lr=0.5, momentum=0.0):

@@ -18,18 +18,9 @@ import torch
 import jax
 import jax.numpy as jnp
 import fundamentals as fm
+from fundamentals.testing import assert_same
 
 torch.set_num_threads(1)
-
-
-def assert_same(ours, theirs, atol=1e-5, same_dtype=True):
-    """Check a JAX result against PyTorch's: same shape, same dtype (unless told), numbers within atol."""
-    ours = np.asarray(ours)
-    theirs = theirs.detach().cpu().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert ours.shape == theirs.shape, f"shape {ours.shape} != {theirs.shape}"
-    if same_dtype:
-        assert ours.dtype == theirs.dtype, f"dtype {ours.dtype} != {theirs.dtype}"
-    assert np.allclose(ours, theirs, rtol=0, atol=atol), f"largest difference {np.abs(ours - theirs).max()}"
 
 # %% [markdown]
 # ## A.1.3 Which version, and is there a GPU?

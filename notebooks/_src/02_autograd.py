@@ -17,22 +17,13 @@ import torch.nn.functional as F
 import jax
 import jax.numpy as jnp
 import fundamentals as fm
+from fundamentals.testing import assert_same
 
 torch.set_num_threads(1)
 np.set_printoptions(precision=4, suppress=True)  # print JAX arrays to PyTorch's 4 digits
-%config InlineBackend.figure_formats = ["png"]
+# %config InlineBackend.figure_formats = ["png"]
 jax.config.update("jax_pprint_use_color", False)  # plain text in the stored outputs
 plt.rcParams["figure.dpi"] = 80
-
-
-def assert_same(ours, theirs, atol=1e-5, same_dtype=True):
-    """Check a JAX result against PyTorch's: same shape, same dtype (unless told), numbers within atol."""
-    ours = np.asarray(ours)
-    theirs = theirs.detach().cpu().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert ours.shape == theirs.shape, f"shape {ours.shape} != {theirs.shape}"
-    if same_dtype:
-        assert ours.dtype == theirs.dtype, f"dtype {ours.dtype} != {theirs.dtype}"
-    assert np.allclose(ours, theirs, rtol=0, atol=atol), f"largest difference {np.abs(ours - theirs).max()}"
 
 # %% [markdown]
 # ## A.3 The forward pass (listing A.2)

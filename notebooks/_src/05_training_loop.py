@@ -26,44 +26,18 @@ import torch.nn.functional as F
 import jax
 import jax.numpy as jnp
 import fundamentals as fm
+from fundamentals.testing import assert_same, ReplaySampler
 
 torch.set_num_threads(1)
 np.set_printoptions(precision=4, suppress=True)  # print arrays to PyTorch's 4 digits
-%config InlineBackend.figure_formats = ["png"]
+# %config InlineBackend.figure_formats = ["png"]
 plt.rcParams["figure.dpi"] = 80
-
-
-def assert_same(ours, theirs, atol=1e-5, same_dtype=True):
-    """Check a JAX result against PyTorch's: same shape, same dtype (unless told), numbers within atol."""
-    ours = np.asarray(ours)
-    theirs = theirs.detach().cpu().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert ours.shape == theirs.shape, f"shape {ours.shape} != {theirs.shape}"
-    if same_dtype:
-        assert ours.dtype == theirs.dtype, f"dtype {ours.dtype} != {theirs.dtype}"
-    assert np.allclose(ours, theirs, rtol=0, atol=atol), f"largest difference {np.abs(ours - theirs).max()}"
 
 
 def row_indices(batch_features, features):
     """Which rows of `features` a batch holds (the toy data's rows are all different)."""
     features = np.asarray(features)
     return [int(np.flatnonzero((features == row).all(axis=1))[0]) for row in np.asarray(batch_features)]
-
-
-class ReplaySampler:
-    """Yields a recorded order of indices for each epoch: PyTorch's order, replayed."""
-
-    def __init__(self, orders):
-        self.orders = [list(order) for order in orders]
-        self.epoch = 0
-
-    def set_epoch(self, epoch):  # fm.fit calls this before each epoch, as for a DistributedSampler
-        self.epoch = epoch
-
-    def __iter__(self):
-        return iter(self.orders[self.epoch])
-
-    def __len__(self):
-        return len(self.orders[0])
 
 # %% [markdown]
 # ## The data and the network (sections A.5 and A.6)

@@ -22,22 +22,13 @@ import torch
 import torch.nn.functional as F
 import jax
 import fundamentals as fm
+from fundamentals.testing import assert_same
 
 torch.set_num_threads(1)
 np.set_printoptions(precision=4, suppress=True)
 
 start_dir, scratch = os.getcwd(), tempfile.mkdtemp(prefix="fundamentals-06-")
 os.chdir(scratch)  # the files of this notebook go to a temporary folder, removed at the end
-
-
-def assert_same(ours, theirs, atol=1e-5, same_dtype=True):
-    """Check a JAX result against PyTorch's: same shape, same dtype (unless told), numbers within atol."""
-    ours = np.asarray(ours)
-    theirs = theirs.detach().cpu().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert ours.shape == theirs.shape, f"shape {ours.shape} != {theirs.shape}"
-    if same_dtype:
-        assert ours.dtype == theirs.dtype, f"dtype {ours.dtype} != {theirs.dtype}"
-    assert np.allclose(ours, theirs, rtol=0, atol=atol), f"largest difference {np.abs(ours - theirs).max()}"
 
 
 class NeuralNetwork(torch.nn.Module):  # the book's listing A.4

@@ -38,37 +38,11 @@ import torch
 import torch.nn.functional as F
 import jax.numpy as jnp
 import fundamentals as fm
+from fundamentals.testing import assert_same, ReplaySampler
 
 torch.set_num_threads(1)
 np.set_printoptions(precision=4, suppress=True)
 scratch = tempfile.mkdtemp(prefix="fundamentals-07-")  # scripts and files of this notebook
-
-
-def assert_same(ours, theirs, atol=1e-5, same_dtype=True):
-    """Check a JAX result against PyTorch's: same shape, same dtype (unless told), numbers within atol."""
-    ours = np.asarray(ours)
-    theirs = theirs.detach().cpu().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert ours.shape == theirs.shape, f"shape {ours.shape} != {theirs.shape}"
-    if same_dtype:
-        assert ours.dtype == theirs.dtype, f"dtype {ours.dtype} != {theirs.dtype}"
-    assert np.allclose(ours, theirs, rtol=0, atol=atol), f"largest difference {np.abs(ours - theirs).max()}"
-
-
-class ReplaySampler:
-    """Yields a recorded order of indices for each epoch (PyTorch's, replayed); fm.fit calls set_epoch."""
-
-    def __init__(self, orders):
-        self.orders = [list(order) for order in orders]
-        self.epoch = 0
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def __iter__(self):
-        return iter(self.orders[self.epoch])
-
-    def __len__(self):
-        return len(self.orders[0])
 
 
 class NeuralNetwork(torch.nn.Module):  # the book's listing A.4
@@ -230,7 +204,7 @@ with socket.socket() as probe:  # a free port for the process group
     port = probe.getsockname()[1]
 
 # %%
-%%writefile {scratch}/ddp_book.py
+# %%writefile {scratch}/ddp_book.py
 import os
 import sys
 
@@ -438,27 +412,14 @@ for sharded, single in zip(jax.tree_util.tree_leaves(sharded_grads), jax.tree_ut
 # feeds rows 1–8 and rank 1 rows 9–16 of every global batch.
 
 # %%
-%%writefile {scratch}/jax_ddp.py
+# %%writefile {scratch}/jax_ddp.py
 import jax
 import numpy as np
 import optax
 
 import fundamentals as fm
+from fundamentals.testing import ReplaySampler
 
-
-class ReplaySampler:
-    def __init__(self, orders):
-        self.orders = [list(order) for order in orders]
-        self.epoch = 0
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def __iter__(self):
-        return iter(self.orders[self.epoch])
-
-    def __len__(self):
-        return len(self.orders[0])
 
 
 def main(rank, folder, initial_state, num_epochs):

@@ -17,20 +17,11 @@ import torch
 import jax
 import jax.numpy as jnp
 import fundamentals as fm
+from fundamentals.testing import assert_same
 
 torch.set_num_threads(1)  # steadier timings on this shared 2-core machine; XLA's CPU backend has its own threads
-%config InlineBackend.figure_formats = ["png"]
+# %config InlineBackend.figure_formats = ["png"]
 plt.rcParams["figure.dpi"] = 80
-
-
-def assert_same(ours, theirs, atol=1e-5, rtol=0.0, same_dtype=True):
-    """Check a JAX result against PyTorch's: same shape, same dtype (unless told), numbers within atol + rtol."""
-    ours = np.asarray(ours)
-    theirs = theirs.detach().cpu().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    assert ours.shape == theirs.shape, f"shape {ours.shape} != {theirs.shape}"
-    if same_dtype:
-        assert ours.dtype == theirs.dtype, f"dtype {ours.dtype} != {theirs.dtype}"
-    assert np.allclose(ours, theirs, rtol=rtol, atol=atol), f"largest difference {np.abs(ours - theirs).max()}"
 
 
 def seconds_per_call(run, target=0.02, repeat=5):
@@ -98,15 +89,15 @@ assert torch_shapes == {name: array.shape for name, array in fm.state_dict(model
 torch.manual_seed(123)
 a = torch.rand(100, 200)
 b = torch.rand(200, 300)
-%timeit -n 200 -r 5 a @ b
+# %timeit -n 200 -r 5 a @ b
 
 # %%
 # JAX
 a_jax, b_jax = jnp.asarray(a.numpy()), jnp.asarray(b.numpy())  # the same matrices
 matmul = jax.jit(jnp.matmul)
 matmul(a_jax, b_jax).block_until_ready()  # the first call compiles
-%timeit -n 200 -r 5 matmul(a_jax, b_jax).block_until_ready()
-%timeit -n 200 -r 5 matmul(a_jax, b_jax)  # wrong: does not wait for the result
+# %timeit -n 200 -r 5 matmul(a_jax, b_jax).block_until_ready()
+# %timeit -n 200 -r 5 matmul(a_jax, b_jax)  # wrong: does not wait for the result
 
 # %%
 # Check: the same product. Each entry sums 200 products, in an order that differs between the

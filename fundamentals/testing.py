@@ -1,0 +1,67 @@
+"""Helpers shared by the tests, the notebooks and the benchmarks: comparing with PyTorch, replaying its order.
+
+Nothing here imports torch: a PyTorch tensor is recognised by its `detach` method.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+
+__all__ = ["assert_same", "ReplaySampler"]
+
+
+def _numpy(value) -> np.ndarray:
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def assert_same(ours, theirs, atol: float = 1e-5, rtol: float = 0.0, same_dtype: bool = True) -> None:
+    """Check a JAX result against PyTorch's: the same shape, the same dtype (unless told), close numbers.
+
+    **Arguments:**
+
+    - `ours`: a JAX or NumPy array, or anything `numpy.asarray` takes (a list of floats).
+    - `theirs`: a `torch.Tensor` (detached and moved to the CPU here), or the same.
+    - `atol`, `rtol`: the tolerance, as `numpy.allclose` (`|ours - theirs| <= atol + rtol * |theirs|`).
+    - `same_dtype`: also require equal dtypes (False for Python floats against float32).
+
+    **Raises:** `AssertionError` naming the shapes, the dtypes, or the largest difference.
+    """
+    ours, theirs = _numpy(ours), _numpy(theirs)
+    assert ours.shape == theirs.shape, f"shape {ours.shape} != {theirs.shape}"
+    if same_dtype:
+        assert ours.dtype == theirs.dtype, f"dtype {ours.dtype} != {theirs.dtype}"
+    assert np.allclose(ours, theirs, rtol=rtol, atol=atol), f"largest difference {np.abs(ours - theirs).max()}"
+
+
+class ReplaySampler:
+    """A sampler that yields a recorded order of indices each epoch: PyTorch's batch order, replayed.
+
+    Epoch `e` yields `orders[e % len(orders)]`. `fit` (and a hand-written loop) tells the epoch
+    with `set_epoch(e)`, as for a `DistributedSampler`; without it, each pass over the sampler
+    moves on to the next recorded epoch.
+
+    **Arguments:**
+
+    - `orders`: one sequence of dataset indices per epoch, all of the same length.
+    """
+
+    def __init__(self, orders: Sequence[Sequence[int]]):
+        self.orders = [[int(i) for i in order] for order in orders]
+        if not self.orders or len({len(order) for order in self.orders}) != 1:
+            raise ValueError("ReplaySampler: orders must be one or more index lists of the same length")
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.orders[self.epoch % len(self.orders)]
+        self.epoch += 1
+        return iter(order)
+
+    def __len__(self) -> int:
+        return len(self.orders[0])
