@@ -25,14 +25,13 @@ from .datasets import toy_data
 from .checkpoint import CheckpointError, load_model, save_model
 from .torchfile import TorchFileError, UnsafeFileError, torch_load, torch_save
 from .train import TrainingDivergedError, TrainProgram, compute_accuracy, fit, predict, predict_proba
-from .distributed import init_distributed
-from .parallel import (
+from .sharding import (
     batch_sharding,
     check_batch_size,
     data_mesh,
     default_device,
-    launch,
     replicated_sharding,
     shard_batch,
     to_device,
 )
+from .launch import init_distributed, launch

@@ -26,7 +26,6 @@ import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from .losses import binary_cross_entropy
 from .tensors import tensor

@@ -134,7 +134,7 @@ def _run_train(args: argparse.Namespace) -> int:
         return _train(0, args)
     # Like the book's mp.spawn(main, nprocs=world_size): each process runs _train with its rank.
     # The parent starts no JAX backend itself, so on a GPU machine the devices stay free.
-    from .parallel import launch
+    from .launch import launch
 
     try:
         launch(_train, args.num_processes, args, devices_per_process=args.devices_per_process)
@@ -182,7 +182,7 @@ def _train(rank: int, args: argparse.Namespace) -> int:
     train_set = ArrayDataset(split.X_train, split.y_train)
     mesh = None
     if distributed:
-        from .parallel import data_mesh
+        from .sharding import data_mesh
 
         mesh = data_mesh()
         sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed)

@@ -58,7 +58,7 @@ from ._fingerprint import fingerprint
 from .losses import check_labels, cross_entropy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import reads_arrays
-from .parallel import DATA_AXIS, batch_sharding, check_batch_size, replicated_sharding
+from .sharding import Placement, host_copy, local_copy
 
 __all__ = [
     "fit",
@@ -96,86 +96,6 @@ def _takes_key(model) -> bool:
         return "key" in inspect.signature(model).parameters
     except (TypeError, ValueError):
         return False
-
-
-def _local(tree):
-    """The same pytree with every multi-process replicated array replaced by this process's copy."""
-
-    def local(leaf):
-        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-            return jnp.asarray(leaf.addressable_shards[0].data)
-        return leaf
-
-    return jax.tree_util.tree_map(local, tree)
-
-
-def _host(array) -> np.ndarray:
-    """A NumPy copy of an array, also of a replicated array that spans several processes."""
-    if isinstance(array, jax.Array) and array.is_fully_addressable:
-        return np.asarray(array)
-    return np.asarray(_local(array))
-
-
-@dataclass
-class _Placement:
-    """Where batches and parameters live: one device, or a data-parallel mesh."""
-
-    mesh: Any = None
-    block_each_call: bool = False
-    multi_process: bool = False
-
-    def __post_init__(self):
-        if self.mesh is not None:
-            if DATA_AXIS not in self.mesh.axis_names:
-                raise ValueError(f"mesh must have a {DATA_AXIS!r} axis (see data_mesh), got axes {self.mesh.axis_names}")
-            self.batch = batch_sharding(self.mesh)
-            # A stack of batches, steps first: the scan walks axis 0, each step's batch is split.
-            self.stacked = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(None, DATA_AXIS))
-            self.replicated = replicated_sharding(self.mesh)
-            self.multi_process = jax.process_count() > 1
-            # Simulated CPU devices can deadlock XLA's all-reduce when many steps are queued.
-            self.block_each_call = all(d.platform == "cpu" for d in self.mesh.devices.flat)
-
-    def check_batch(self, local_batch_size: int) -> None:
-        if self.mesh is None:
-            return
-        try:
-            check_batch_size(local_batch_size * jax.process_count(), self.mesh)
-        except ValueError as error:
-            per = f" ({local_batch_size} rows in each of {jax.process_count()} processes)" if self.multi_process else ""
-            raise ValueError(f"{error}{per}; or drop_last=True to drop a ragged last batch") from None
-
-    def replicate(self, tree):
-        if self.mesh is None:
-            return tree
-        if self.multi_process:
-            return jax.tree_util.tree_map(
-                lambda x: jax.make_array_from_process_local_data(self.replicated, np.asarray(x), np.shape(x)), tree
-            )
-        return jax.device_put(tree, self.replicated)
-
-    def put(self, array: np.ndarray, stacked: bool = False):
-        """Send a batch (or a stack of batches, steps first) to where the step runs."""
-        if self.mesh is None:
-            return array
-        sharding = self.stacked if stacked else self.batch
-        if self.multi_process:
-            return jax.make_array_from_process_local_data(sharding, array)
-        return jax.device_put(array, sharding)
-
-    def put_data(self, arrays):
-        """A whole in-memory data set, on the device (on every device of a mesh)."""
-        if self.mesh is None:
-            return jax.device_put(arrays)
-        return jax.device_put(arrays, self.replicated)
-
-    def shardings(self, kind: str):
-        if self.mesh is None:
-            return {}
-        rep = self.replicated
-        data = {"step": self.batch, "chunk": self.stacked, "gather": rep}[kind]
-        index = self.stacked if kind == "gather" else data
-        return {"in_shardings": (rep, rep, data, index, rep, rep), "out_shardings": (rep, rep, rep)}
 
 
 class TrainProgram:
@@ -287,7 +207,7 @@ class TrainProgram:
             _PROGRAMS.move_to_end(key)
             return _PROGRAMS[key][0]
         opt_state_def = jax.tree_util.tree_structure(jax.eval_shape(optimizer.init, params))
-        program = cls(static, optimizer, loss_fn, takes_key, _Placement(mesh), params_def, opt_state_def)
+        program = cls(static, optimizer, loss_fn, takes_key, Placement(mesh), params_def, opt_state_def)
         if key is not None:
             _PROGRAMS[key] = (program, holders)
             while len(_PROGRAMS) > _MAX_CACHED_PROGRAMS:
@@ -301,13 +221,13 @@ class TrainProgram:
 
     def model(self, params: list):
         """The model whose arrays are `params` (a flat list, as `init` and the compiled functions give)."""
-        return eqx.combine(jax.tree_util.tree_unflatten(self._params_def, _local(params)), self._static)
+        return eqx.combine(jax.tree_util.tree_unflatten(self._params_def, local_copy(params)), self._static)
 
     def trees(self, params: list, opt_state: list):
         """The parameters and optimizer state as pytrees, this process's copy (for checkpoints)."""
         return (
-            jax.tree_util.tree_unflatten(self._params_def, _local(params)),
-            jax.tree_util.tree_unflatten(self._opt_state_def, _local(opt_state)),
+            jax.tree_util.tree_unflatten(self._params_def, local_copy(params)),
+            jax.tree_util.tree_unflatten(self._opt_state_def, local_copy(opt_state)),
         )
 
     def from_trees(self, params, opt_state) -> tuple[list, list]:
@@ -379,9 +299,9 @@ def _run_epoch(run: _Run, chunks: Iterator[_Chunk], lag: int) -> Iterator[np.nda
     for chunk in chunks:
         pending.append(run.dispatch(chunk))
         if len(pending) > lag:
-            yield _host(pending.popleft()).reshape(-1)
+            yield host_copy(pending.popleft()).reshape(-1)
     while pending:
-        yield _host(pending.popleft()).reshape(-1)
+        yield host_copy(pending.popleft()).reshape(-1)
 
 
 # --- where chunks come from ----------------------------------------------------------------------

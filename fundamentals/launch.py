@@ -1,39 +1,43 @@
-"""Devices, data-parallel sharding and multi-process launch (appendix A.9).
-
-The book ends with one GPU and then many. In JAX the three steps look like this:
+"""Processes (appendix A.9): the book's `mp.spawn` as `launch`, and a launcher's environment as `init_distributed`.
 
 ==========================================================  =========================================================
 PyTorch                                                     JAX (this module)
 ==========================================================  =========================================================
-``torch.device("cuda" if cuda.is_available() else "cpu")``  ``default_device()``
-``tensor.to(device)`` / ``model.to(device)``                ``to_device(tree, device)``
-``DistributedDataParallel(model)``                          parameters replicated: ``replicated_sharding(mesh)``
-``DistributedSampler`` splits the batch per GPU             batch sharded over devices: ``batch_sharding(mesh)``
-the process group (``world_size`` GPUs)                     ``data_mesh()``: a 1-D mesh named ``"data"``
 ``mp.spawn(main, args=..., nprocs=world_size)``             ``launch(main, num_processes, *args)``
-``init_process_group(backend="nccl", ...)``                 ``init_distributed()``, called by ``launch``
+``init_process_group(backend="nccl", ...)``                 ``init_distributed()``, called by ``launch`` in each child
 ``destroy_process_group()``                                 nothing: JAX shuts down at exit
 ==========================================================  =========================================================
 
-Two differences matter to a reader of the book:
+**Processes are only for several machines** (or one process per GPU if you like): one JAX
+process drives all of its local devices (see `sharding`). `launch` starts `num_processes`
+children on this machine, each with torchrun's variables set, and supervises them: output
+prefixed by rank, a failed child stops the others and is named, a dead parent takes the
+children with it.
 
-- **One program drives many devices.** PyTorch's DDP runs one process per GPU and averages
-  gradients with an all-reduce hook. In JAX one process drives all of its local devices: put
-  the batch on `batch_sharding(mesh)`, the model on `replicated_sharding(mesh)`, and the same
-  jitted train step becomes data-parallel; XLA inserts the all-reduce of the gradients itself.
-- **Processes are only for several machines** (or one process per GPU if you like). After
-  `jax.distributed.initialize`, `jax.devices()` lists the devices of *every* process, a mesh
-  spans them all, and each process feeds only its own rows of the global batch
-  (`shard_batch`, built on `jax.make_array_from_process_local_data`).
+The book's second DDP script is started as `torchrun --nproc_per_node=2 DDP-script-torchrun.py`
+and reads its rank from the environment torchrun sets. `jax.distributed.initialize()` finds
+SLURM, Open MPI, Kubernetes and Cloud TPU jobs by itself, but not torchrun. `init_distributed`
+reads torchrun's variables, falls back on JAX's own detection, and else runs one process:
 
-Devices in JAX: an array created without a device (`jnp.ones(3)`, a NumPy input) is
-*uncommitted* and follows the arrays it meets. An array put on a device with
-`jax.device_put(x, device)` (or `to_device`) is *committed*. Combining arrays committed to
-two different devices raises `ValueError: Received incompatible devices for jitted
-computation. Got argument x of add ... with device ids [0] ... and argument y ... with device
-ids [1] ...`, JAX's version of PyTorch's `RuntimeError: Expected all tensors to be on the same
-device`. JAX never copies silently between committed devices: move one side with
-`to_device`. Arrays on the devices of one mesh are one array with a sharding, not a mix.
+=====================================================  ==============================================
+PyTorch                                                JAX (this module)
+=====================================================  ==============================================
+``torchrun --nproc_per_node=2 script.py``              ``torchrun --nproc_per_node=2 script.py``
+``init_process_group(backend="nccl")`` (``env://``)    ``rank, world_size = init_distributed()``
+``int(os.environ["RANK"])``, ``["WORLD_SIZE"]``        the ``(rank, world_size)`` it returns
+``destroy_process_group()``                            nothing: JAX shuts down at exit
+=====================================================  ==============================================
+
+The variables torchrun sets (and Kubeflow's PyTorchJob, and job scripts written for PyTorch):
+
+- `RANK`, `WORLD_SIZE`: this process's rank and the number of processes;
+- `LOCAL_RANK`, `LOCAL_WORLD_SIZE`: the rank and the number of processes on this machine;
+- `MASTER_ADDR`, `MASTER_PORT`: the host of rank 0 and the port of torchrun's own store.
+
+torchrun's store already listens on `MASTER_PORT`, so JAX's coordinator (started by rank 0)
+listens on the next port, `MASTER_PORT + 1` (`MASTER_PORT - 1` if that is 65535): every
+rank derives it the same way, with nothing to agree on. `JAX_COORDINATOR_PORT` overrides the
+port and `JAX_COORDINATOR_ADDRESS` the whole `host:port`, as they do for JAX's own detection.
 """
 
 from __future__ import annotations
@@ -50,276 +54,278 @@ import tempfile
 import threading
 import time
 import traceback
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
-import equinox as eqx
 import jax
-import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec, Sharding
 
 from .checkpoint import atomic_write_bytes
-from .distributed import init_distributed
 from .tensors import is_int as _is_int
 
-__all__ = [
-    "default_device",
-    "to_device",
-    "data_mesh",
-    "batch_sharding",
-    "replicated_sharding",
-    "check_batch_size",
-    "shard_batch",
-    "launch",
-]
-
-DATA_AXIS = "data"
-
-# ---------------------------------------------------------------------------------------------
-# One device
-# ---------------------------------------------------------------------------------------------
+__all__ = ["init_distributed", "launch"]
 
 
-def default_device() -> jax.Device:
-    """The device computations should run on: the first GPU if there is one, else the CPU.
-
-    ```python
-    # PyTorch                                                      # JAX
-    device = torch.device("cuda" if torch.cuda.is_available()      device = default_device()
-                          else "cpu")
-    ```
-
-    This is the first *local* device of JAX's default backend, which JAX picks as TPU, then
-    GPU, then CPU (set `JAX_PLATFORMS=cpu` to force the CPU). In a multi-process run it is a
-    device of this process, never one of another process.
-
-    **Returns:**
-
-    A `jax.Device`, for example `CudaDevice(id=0)` or `CpuDevice(id=0)`.
-    """
-    return jax.local_devices()[0]
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
-_PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu", "gpu": "gpu", "cpu": "cpu", "tpu": "tpu"}
+class LauncherEnvironment(NamedTuple):
+    """What a torchrun-style environment says about this process (see `torchrun_environment`)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    coordinator_address: str | None  # "host:port" of JAX's coordinator; None for one process
 
 
-def _resolve_device(device) -> jax.Device | Sharding:
-    if isinstance(device, (jax.Device, Sharding)):
-        return device
-    if not isinstance(device, str):
-        raise TypeError(
-            f"to_device: device must be a jax.Device, a jax.sharding.Sharding or a string such as "
-            f"'cpu' or 'cuda:0', got {type(device).__name__}"
-        )
-    name, _, index_text = device.strip().lower().partition(":")
-    if name not in _PLATFORM_ALIASES or (index_text and not index_text.isdigit()):
-        raise ValueError(
-            f"to_device: device {device!r} is not 'cpu', 'gpu', 'cuda', 'rocm' or 'tpu' with an optional ':index'"
-        )
-    platform = _PLATFORM_ALIASES[name]
+def _integer(environ: Mapping[str, str], name: str, default: int | None = None) -> int:
+    text = environ.get(name)
+    if text is None:
+        if default is None:
+            raise ValueError(f"init_distributed: environment variable {name} is not set")
+        return default
     try:
-        devices = jax.local_devices(backend=platform)
-    except RuntimeError:
-        available = sorted({d.platform for d in jax.local_devices()})
-        raise ValueError(
-            f"to_device: device {device!r} asks for a {platform!r} backend, but JAX has only {available}"
-        ) from None
-    index = int(index_text) if index_text else 0
-    if index >= len(devices):
-        raise ValueError(
-            f"to_device: device {device!r} does not exist; this process has {len(devices)} {platform} device(s)"
-        )
-    return devices[index]
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"init_distributed: environment variable {name} must be an integer, got {name}={text!r}") from None
 
 
-def to_device(tree, device):
-    """A copy of `tree` whose arrays live on `device`; other leaves are left as they are.
+def torchrun_environment(environ: Mapping[str, str] | None = None) -> LauncherEnvironment | None:
+    """Parse torchrun's variables (`RANK`, `WORLD_SIZE`, ...); None if neither `RANK` nor `WORLD_SIZE` is set.
 
-    ```python
-    # PyTorch                          # JAX
-    X = X.to(device)                   X = to_device(X, device)
-    model = model.to(device)           model = to_device(model, device)
-    ```
-
-    PyTorch moves a model in place; here, as everywhere in JAX, the result is a new tree and
-    the input is unchanged. The arrays of the result are *committed* to `device`: combining
-    them with arrays committed to another device raises `ValueError: Received incompatible
-    devices for jitted computation`, where PyTorch raises "Expected all tensors to be on the
-    same device". Uncommitted inputs (NumPy arrays, `jnp.ones(...)`) follow them without
-    complaint, so `model(X_numpy)` on a moved model runs on the model's device.
+    The environment half of `init_distributed`, without side effects.
 
     **Arguments:**
 
-    - `tree`: an array, an Equinox model, or any pytree of them. NumPy arrays are moved too;
-      non-array leaves (Python numbers, strings, activation functions) stay as they are.
-    - `device`: a `jax.Device` (`default_device()`, `jax.devices()[1]`), a PyTorch-style string
-      (`"cpu"`, `"cuda"`, `"cuda:1"`, `"gpu"`, `"tpu"`: local devices of that platform), or a
-      `jax.sharding.Sharding` (`replicated_sharding(mesh)` copies the tree to every device).
-      A sharding over the devices of several processes takes `tree` as the *global* value,
-      which must then be equal in every process (JAX checks; a `ValueError` here if not).
+    - `environ`: the variables to read; `os.environ` by default.
 
     **Returns:**
 
-    A pytree of the same structure, its arrays on `device`.
-    """
-    target = _resolve_device(device)
-    arrays, rest = eqx.partition(tree, eqx.is_array)
-    try:
-        moved = jax.device_put(arrays, target)
-    except AssertionError as error:
-        # JAX's check that a value put on devices of several processes is the same everywhere.
-        raise ValueError(
-            "to_device: device is a sharding that spans several processes, so every process must pass "
-            "the same values (build the model from the same key on every rank; feed per-process data "
-            f"with shard_batch instead): {str(error)[:300]}"
-        ) from None
-    return eqx.combine(moved, rest)
-
-
-# ---------------------------------------------------------------------------------------------
-# Many devices: a mesh, its shardings, and global batches
-# ---------------------------------------------------------------------------------------------
-
-
-
-def data_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D device mesh with one axis, `"data"`, for data-parallel training.
-
-    The JAX counterpart of DDP's process group: the devices a global batch is split across.
-    After `jax.distributed.initialize` (which `launch` calls), `jax.devices()` and so the mesh
-    span the devices of every process.
-
-    ```python
-    mesh = data_mesh()                         # all devices, e.g. Mesh('data': 8)
-    X = jax.device_put(X, batch_sharding(mesh))               # rows split across devices
-    model = to_device(model, replicated_sharding(mesh))       # a full copy on each device
-    ```
-
-    The axis is `AxisType.Auto` (what `jax.sharding.Mesh` gives; `jax.make_mesh` defaults to
-    `Explicit` in JAX 0.10): XLA then propagates the batch sharding through any model code
-    without annotations, which is all data parallelism needs.
-
-    **Arguments:**
-
-    - `num_devices`: use the first `num_devices` of `jax.devices()`; `None` (default) uses all.
-
-    **Returns:**
-
-    A `jax.sharding.Mesh` of shape `{"data": num_devices}`.
+    A `LauncherEnvironment`, or `None` when no torchrun-style launcher started this process.
+    Its `coordinator_address` is `JAX_COORDINATOR_ADDRESS` if set, else `MASTER_ADDR` (with
+    `localhost` read as `127.0.0.1`) and `JAX_COORDINATOR_PORT`, else `MASTER_PORT + 1`; it is
+    `None` when `WORLD_SIZE` is 1.
 
     **Raises:**
 
-    `ValueError` naming `num_devices` if it is below 1 or above the number of devices.
+    `ValueError` naming the variable: `WORLD_SIZE` without `RANK` or `RANK` without
+    `WORLD_SIZE`, a value that is not an integer, `WORLD_SIZE` below 1, `RANK` outside
+    `[0, WORLD_SIZE)`, `LOCAL_RANK` outside `[0, LOCAL_WORLD_SIZE)`, and for more than one
+    process a missing `MASTER_ADDR` / `MASTER_PORT` or a port outside 1..65535.
     """
-    devices = jax.devices()
-    if num_devices is None:
-        num_devices = len(devices)
-    if not _is_int(num_devices):
-        raise TypeError(f"data_mesh: num_devices must be an int or None, got {type(num_devices).__name__}")
-    if not 1 <= num_devices <= len(devices):
-        raise ValueError(
-            f"data_mesh: num_devices must be between 1 and the {len(devices)} available device(s) "
-            f"({devices[0].platform}), got {num_devices}"
-        )
-    return jax.make_mesh((int(num_devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices[:num_devices])
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """How a batch is laid out: its first (batch) axis split evenly across the `"data"` axis.
-
-    `NamedSharding(mesh, P("data"))`. With 4 devices and a batch of 8, each device holds 2
-    rows, as each GPU gets its slice of the batch from `DistributedSampler` in PyTorch's DDP.
-    """
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-
-
-def replicated_sharding(mesh: Mesh) -> NamedSharding:
-    """A full copy on every device of `mesh`: how parameters and optimizer state are kept.
-
-    `NamedSharding(mesh, P())`. DDP copies the model to each GPU at construction and keeps the
-    copies equal by averaging gradients; a jitted step on replicated parameters and a sharded
-    batch does the same, with the all-reduce inserted by XLA.
-    """
-    return NamedSharding(mesh, PartitionSpec())
-
-
-def _num_data_devices(mesh) -> int:
-    if _is_int(mesh):
-        return int(mesh)
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh (see data_mesh), got {type(mesh).__name__}")
-    return int(mesh.shape[DATA_AXIS]) if DATA_AXIS in mesh.shape else int(mesh.size)
-
-
-def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
-    """Check that a global batch splits evenly across the mesh; return the rows per device.
-
-    **Arguments:**
-
-    - `global_batch_size`: the batch size summed over all devices and processes (in
-      PyTorch's DDP, the per-GPU `batch_size` times `world_size`).
-    - `mesh`: the mesh from `data_mesh` (or the number of devices, an int).
-
-    **Returns:**
-
-    The number of rows each device gets.
-
-    **Raises:**
-
-    `ValueError` naming `global_batch_size` and listing sizes that work (multiples of the
-    device count) if the device count does not divide it.
-    """
-    num_devices = _num_data_devices(mesh)
-    if not _is_int(global_batch_size):
-        raise TypeError(f"check_batch_size: global_batch_size must be an int, got {type(global_batch_size).__name__}")
-    if global_batch_size < 1 or global_batch_size % num_devices:
-        below = (global_batch_size // num_devices) * num_devices
-        nearest = [str(size) for size in (below, below + num_devices) if size >= num_devices]
-        examples = ", ".join(str(num_devices * k) for k in range(1, 5))
-        raise ValueError(
-            f"global_batch_size={global_batch_size} does not split evenly across {num_devices} devices: "
-            f"use a multiple of {num_devices} ({examples}, ...); the nearest "
-            + ("is " + nearest[0] if len(nearest) == 1 else "are " + " and ".join(nearest))
-        )
-    return global_batch_size // num_devices
-
-
-def shard_batch(batch, mesh: Mesh):
-    """Turn this process's rows of a batch into global arrays sharded over `mesh`.
-
-    One process: the batch is the global batch, and this is `jax.device_put(batch,
-    batch_sharding(mesh))`. Several processes: each passes its own rows (from a
-    `DistributedSampler` with `rank=jax.process_index()`), and the result is one global array
-    of `jax.process_count()` times as many rows, each row on a device of the process that
-    supplied it (`jax.make_array_from_process_local_data`). Rows are in process order.
-
-    **Arguments:**
-
-    - `batch`: a pytree of host arrays (NumPy or JAX), each with the local rows on axis 0.
-    - `mesh`: the mesh from `data_mesh`.
-
-    **Returns:**
-
-    The same pytree of `jax.Array`s with sharding `batch_sharding(mesh)`.
-
-    **Raises:**
-
-    `ValueError` (see `check_batch_size`) if the global batch does not split evenly.
-    """
-    sharding = batch_sharding(mesh)
-
-    def put(array):
-        array = np.asarray(array)
-        if array.ndim == 0:
-            raise ValueError("shard_batch: every array in batch needs a batch axis, got a scalar")
-        try:
-            check_batch_size(array.shape[0] * jax.process_count(), mesh)
-        except ValueError as error:
+    environ = os.environ if environ is None else environ
+    if "RANK" not in environ and "WORLD_SIZE" not in environ:
+        return None
+    for present, missing in (("WORLD_SIZE", "RANK"), ("RANK", "WORLD_SIZE")):
+        if missing not in environ:
             raise ValueError(
-                f"shard_batch: {array.shape[0]} rows in this process x {jax.process_count()} process(es): {error}"
-            ) from None
-        return jax.make_array_from_process_local_data(sharding, array)
+                f"init_distributed: {present}={environ[present]!r} is set but {missing} is not; "
+                "a launcher such as torchrun sets both (RANK: this process, 0 to WORLD_SIZE - 1)"
+            )
+    world_size = _integer(environ, "WORLD_SIZE")
+    rank = _integer(environ, "RANK")
+    if world_size < 1:
+        raise ValueError(f"init_distributed: WORLD_SIZE must be at least 1, got WORLD_SIZE={world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(
+            f"init_distributed: RANK must be in [0, WORLD_SIZE - 1] = [0, {world_size - 1}], "
+            f"got RANK={rank} with WORLD_SIZE={world_size}"
+        )
+    local_world_size = _integer(environ, "LOCAL_WORLD_SIZE", world_size if "LOCAL_RANK" in environ else 1)
+    local_rank = _integer(environ, "LOCAL_RANK", 0)
+    if local_world_size < 1 or not 0 <= local_rank < local_world_size:
+        raise ValueError(
+            f"init_distributed: LOCAL_RANK must be in [0, LOCAL_WORLD_SIZE - 1], "
+            f"got LOCAL_RANK={local_rank} with LOCAL_WORLD_SIZE={local_world_size}"
+        )
+    if world_size == 1:
+        return LauncherEnvironment(rank, world_size, local_rank, local_world_size, None)
+    address = environ.get("JAX_COORDINATOR_ADDRESS")
+    if not address:
+        host = environ.get("MASTER_ADDR", "").strip()
+        if not host:
+            raise ValueError(
+                f"init_distributed: WORLD_SIZE={world_size} needs MASTER_ADDR, the host of rank 0 (torchrun sets it)"
+            )
+        if "MASTER_PORT" not in environ and "JAX_COORDINATOR_PORT" not in environ:
+            raise ValueError(
+                f"init_distributed: WORLD_SIZE={world_size} needs MASTER_PORT (torchrun sets it) "
+                "or JAX_COORDINATOR_PORT, the port of JAX's coordinator"
+            )
+        name = "JAX_COORDINATOR_PORT" if "JAX_COORDINATOR_PORT" in environ else "MASTER_PORT"
+        port = _integer(environ, name)
+        if not 0 < port < 65536:
+            raise ValueError(f"init_distributed: {name} must be a TCP port in 1..65535, got {name}={environ[name]!r}")
+        if name == "MASTER_PORT":
+            port = port + 1 if port < 65535 else port - 1  # torchrun's store listens on MASTER_PORT itself
+        host = "127.0.0.1" if host == "localhost" else host
+        address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    return LauncherEnvironment(rank, world_size, local_rank, local_world_size, address)
 
-    return jax.tree_util.tree_map(put, batch)
+
+def _host_of(address: str) -> str:
+    return address.rsplit(":", 1)[0].strip("[]")
+
+
+def _wait_for_coordinator(address: str, timeout: float, rank: int, world_size: int) -> None:
+    """Poll the coordinator's TCP port: JAX aborts the process (SIGABRT) when it never comes up."""
+    host, port = _host_of(address), int(address.rsplit(":", 1)[1])
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(1.0, timeout)):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"init_distributed: rank {rank} of {world_size} could not reach JAX's coordinator at {address} "
+                    f"within initialization_timeout={timeout:g} s ({error}). Rank 0 starts it on MASTER_ADDR at "
+                    "MASTER_PORT + 1 (or JAX_COORDINATOR_PORT): is rank 0 running, and is that port free and reachable?"
+                ) from None
+            time.sleep(0.1)
+
+
+def _bypass_proxies(host: str) -> None:
+    # gRPC honours http(s)_proxy; the coordinator must be reached directly.
+    if any(name.lower() in ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy") for name in os.environ):
+        for name in ("no_proxy", "NO_PROXY"):
+            entries = [entry for entry in os.environ.get(name, "").split(",") if entry]
+            if host not in entries:
+                os.environ[name] = ",".join(entries + [host])
+
+
+def _use_gloo_on_cpu() -> None:
+    # CPU devices of different processes all-reduce through Gloo; ignored by GPU and TPU backends.
+    if jax.config.jax_cpu_collectives_implementation in (None, "none", ""):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+
+def _backend_started() -> bool:
+    from jax._src import xla_bridge
+
+    return xla_bridge.backends_are_initialized()
+
+
+def _check_timeout(value, name: str) -> int:
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"init_distributed: {name} must be a positive int (seconds), got {value!r}")
+    return int(value)
+
+
+def init_distributed(
+    *,
+    initialization_timeout: int = 120,
+    heartbeat_timeout_seconds: int = 30,
+    local_device_ids: Sequence[int] | None = None,
+) -> tuple[int, int]:
+    """Join this process to the others its launcher started; return `(rank, world_size)`.
+
+    ```python
+    # PyTorch (started by torchrun)                     # JAX (started by torchrun, or alone)
+    init_process_group(backend="nccl")                  rank, world_size = init_distributed()
+    rank = int(os.environ["RANK"])
+    ```
+
+    Call it first, before any other JAX code (as `jax.distributed.initialize`). It looks, in
+    this order, at:
+
+    1. **torchrun's variables** (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`,
+       `MASTER_ADDR`, `MASTER_PORT`; see `torchrun_environment`): rank 0 starts JAX's
+       coordinator on `MASTER_ADDR` at `MASTER_PORT + 1` (torchrun's store holds
+       `MASTER_PORT`; `JAX_COORDINATOR_PORT` overrides), and every rank connects to it. With
+       several processes on one machine each sees one GPU, `LOCAL_RANK` (as
+       `torch.cuda.set_device(rank)` does); alone on its machine a process sees all of them.
+       `fundamentals.launch` starts its processes with these variables too.
+    2. **what JAX detects by itself**: SLURM, Open MPI, Kubernetes, Cloud TPU, or
+       `JAX_COORDINATOR_ADDRESS` (plain `jax.distributed.initialize()`).
+    3. else **one process**: nothing to join; `(0, 1)`.
+
+    On CPUs, devices of different processes all-reduce through Gloo
+    (`jax_cpu_collectives_implementation="gloo"`, unless another implementation was chosen).
+    A second call returns the same `(rank, world_size)` and changes nothing.
+
+    Time bounds: a rank other than 0 waits at most `initialization_timeout` seconds for the
+    coordinator to come up, then raises `RuntimeError` naming the address. If the coordinator
+    is up but a rank never joins, JAX ends every process after `initialization_timeout`
+    (`DEADLINE_EXCEEDED` in its log). Once running, a process whose peers stop answering for
+    `heartbeat_timeout_seconds` is ended by JAX's coordination service.
+
+    **Arguments:**
+
+    - `initialization_timeout`: seconds to wait for all processes to join (default 120).
+    - `heartbeat_timeout_seconds`: seconds without a heartbeat after which a process counts
+      as dead and the job ends (default 30).
+    - `local_device_ids`: the local GPUs this process uses; `None` decides as above (or from
+      `JAX_LOCAL_DEVICE_IDS`). Ignored on CPU.
+
+    **Returns:**
+
+    `(rank, world_size)`: `jax.process_index()` and `jax.process_count()` once joined.
+
+    **Raises:**
+
+    `ValueError` naming the environment variable that is missing or wrong (see
+    `torchrun_environment`) or the argument that is; `RuntimeError` if the coordinator
+    cannot be reached in time, or JAX has already started in this process and several
+    processes are asked for.
+    """
+    initialization_timeout = _check_timeout(initialization_timeout, "initialization_timeout")
+    heartbeat_timeout_seconds = _check_timeout(heartbeat_timeout_seconds, "heartbeat_timeout_seconds")
+    if local_device_ids is not None:
+        if isinstance(local_device_ids, (str, bytes)) or not all(_is_int(i) and i >= 0 for i in local_device_ids):
+            raise TypeError(f"init_distributed: local_device_ids must be a sequence of device numbers, got {local_device_ids!r}")
+        local_device_ids = [int(i) for i in local_device_ids]
+    if jax.distributed.is_initialized():
+        return jax.process_index(), jax.process_count()
+
+    launcher = torchrun_environment()
+    if launcher is not None and launcher.world_size == 1:
+        return 0, 1
+    started = _backend_started()
+    if launcher is not None:
+        if started:
+            raise RuntimeError(
+                f"init_distributed: WORLD_SIZE={launcher.world_size} asks for several processes, but JAX has already "
+                "started in this one; call init_distributed() before any other JAX code"
+            )
+        if local_device_ids is None and not os.environ.get("JAX_LOCAL_DEVICE_IDS") and launcher.local_world_size > 1:
+            local_device_ids = [launcher.local_rank]
+        address = launcher.coordinator_address
+        host = _host_of(address)
+        _bypass_proxies(host)
+        _use_gloo_on_cpu()
+        start = time.monotonic()
+        if launcher.rank != 0:
+            _wait_for_coordinator(address, initialization_timeout, launcher.rank, launcher.world_size)
+        remaining = max(1, round(initialization_timeout - (time.monotonic() - start)))
+        bind = None
+        if launcher.rank == 0 and host in _LOOPBACK and not os.environ.get("JAX_COORDINATOR_BIND_ADDRESS"):
+            bind = address  # one machine: listen on the loopback address only
+        jax.distributed.initialize(
+            coordinator_address=address,
+            num_processes=launcher.world_size,
+            process_id=launcher.rank,
+            local_device_ids=local_device_ids,
+            initialization_timeout=remaining,
+            heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+            coordinator_bind_address=bind,
+        )
+        return jax.process_index(), jax.process_count()
+
+    if started:
+        return jax.process_index(), jax.process_count()  # too late to join anything: JAX runs alone
+    _use_gloo_on_cpu()
+    try:
+        jax.distributed.initialize(
+            local_device_ids=local_device_ids,
+            initialization_timeout=initialization_timeout,
+            heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+        )
+    except ValueError as error:
+        # JAX found no cluster environment (SLURM, Open MPI, Kubernetes, Cloud TPU): one process.
+        if jax.distributed.is_initialized() or "coordinator_address" not in str(error):
+            raise
+        return 0, 1
+    return jax.process_index(), jax.process_count()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,7 +537,7 @@ def launch(
                     "preparation": preparation,
                 }
                 process = subprocess.Popen(
-                    [sys.executable, "-c", "from fundamentals.parallel import _child_main; _child_main()"],
+                    [sys.executable, "-c", "from fundamentals.launch import _child_main; _child_main()"],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
