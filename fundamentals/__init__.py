@@ -12,15 +12,8 @@ from .tensors import default_float_dtype, default_int_dtype, from_numpy, tensor,
 from .losses import binary_cross_entropy, check_labels, cross_entropy
 from .autograd import ComputationGraph, computation_graph, logistic_regression_loss
 from .nn import NeuralNetwork, ReLU, count_parameters, load_state_dict, state_dict
-from .data import (
-    ArrayDataset,
-    DataLoader,
-    Dataset,
-    DistributedSampler,
-    SamplerIndexError,
-    ToyDataset,
-    default_collate,
-)
+from .data import ArrayDataset, DataLoader, Dataset, ToyDataset, default_collate
+from .samplers import DistributedSampler, SamplerIndexError
 from .datasets import toy_data
 from .checkpoint import CheckpointError, load_model, save_model
 from .torchfile import TorchFileError, UnsafeFileError, torch_load, torch_save

@@ -201,7 +201,7 @@ def _epoch_clock(dataset, seed: int = 123):
     It shuffles like `DataLoader(shuffle=True)` and keeps fit on its fused path, so one `fit`
     call gives every epoch's wall time: the first holds the compilation, the rest are steady.
     """
-    from .data import DistributedSampler
+    from .samplers import DistributedSampler
 
     class EpochClock(DistributedSampler):
         def set_epoch(self, epoch: int) -> None:

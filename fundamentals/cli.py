@@ -158,7 +158,8 @@ def _train(rank: int, args: argparse.Namespace) -> int:
     import optax
 
     from . import checkpoint as checkpoint_module
-    from .data import ArrayDataset, DataLoader, DistributedSampler
+    from .data import ArrayDataset, DataLoader
+    from .samplers import DistributedSampler
     from .nn import NeuralNetwork, count_parameters
     from .train import TrainingDivergedError, compute_accuracy, enable_compilation_cache, fit
 

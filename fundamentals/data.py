@@ -36,14 +36,15 @@ import collections.abc
 import concurrent.futures
 import copy
 import itertools
-import math
 import threading
 from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
-import jax
 import numpy as np
 
-from .tensors import is_int as _is_int, to_numpy
+from ._checks import check_int
+from ._checks import is_int as _is_int
+from .samplers import sampler_order
+from .tensors import to_numpy
 
 __all__ = [
     "Dataset",
@@ -51,8 +52,6 @@ __all__ = [
     "ToyDataset",
     "default_collate",
     "DataLoader",
-    "DistributedSampler",
-    "SamplerIndexError",
 ]
 
 
@@ -158,14 +157,6 @@ class ArrayDataset:
 ToyDataset = ArrayDataset
 
 
-class SamplerIndexError(IndexError, ValueError):
-    """A sampler gave an index outside `[0, len(dataset))`.
-
-    Both an `IndexError` (what PyTorch raises when the dataset is indexed) and a `ValueError`
-    (this library's convention for bad arguments), so either `except` catches it.
-    """
-
-
 def default_collate(batch: list):
     """Stack a list of dataset items into one batch, as `torch.utils.data.default_collate`.
 
@@ -231,43 +222,6 @@ def default_collate(batch: list):
         "default_collate: items must be arrays, numbers, strings, dicts or sequences of those; "
         f"found {type(elem).__name__}"
     )
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < minimum:
-        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    return int(value)
-
-
-def _sampler_order(sampler, dataset_length: int) -> np.ndarray:
-    """One pass over `sampler` as a 1-D int64 array, checked against the dataset length."""
-    if isinstance(sampler, DistributedSampler) and type(sampler).__iter__ is DistributedSampler.__iter__:
-        order = sampler.indices()  # the array __iter__ would list, without a Python loop
-    elif isinstance(sampler, np.ndarray):
-        order = sampler
-    else:
-        try:
-            order = np.asarray([int(i) if hasattr(i, "__index__") else i for i in sampler])
-        except ValueError:  # ragged items, e.g. a batch sampler's lists
-            raise TypeError("DataLoader: sampler must yield integer indices, one at a time") from None
-    if order.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if order.ndim != 1 or order.dtype.kind not in "iu":
-        raise TypeError(
-            "DataLoader: sampler must yield integer indices, one at a time; "
-            f"got items of dtype {order.dtype} and shape {order.shape[1:]}"
-        )
-    order = order.astype(np.int64, copy=False)
-    low, high = int(order.min()), int(order.max())
-    if low < 0 or high >= dataset_length:
-        bad = low if low < 0 else high
-        raise SamplerIndexError(
-            f"DataLoader: sampler gave index {bad}, out of range for a dataset of length {dataset_length}"
-        )
-    return order
 
 
 def _fetch_items(dataset, indices: np.ndarray, collate_fn):
@@ -405,7 +359,7 @@ class DataLoader:
             raise ValueError("DataLoader: dataset is empty (len(dataset) == 0); there is nothing to load")
         if batch_size is None:
             raise TypeError("DataLoader: batch_size must be a positive int; batch_size=None (no batching) is not supported")
-        batch_size = _check_int("DataLoader: batch_size", batch_size, 1)
+        batch_size = check_int("DataLoader: batch_size", batch_size, 1)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"DataLoader: shuffle must be a bool, got {type(shuffle).__name__}")
         if not isinstance(drop_last, (bool, np.bool_)):
@@ -417,7 +371,7 @@ class DataLoader:
                 raise TypeError(
                     f"DataLoader: sampler must be an iterable of indices with __len__, got {type(sampler).__name__}"
                 )
-        num_workers = _check_int("DataLoader: num_workers", num_workers, 0)
+        num_workers = check_int("DataLoader: num_workers", num_workers, 0)
         if collate_fn is not None and not callable(collate_fn):
             raise TypeError(f"DataLoader: collate_fn must be callable, got {type(collate_fn).__name__}")
         for name, flag in (("pin_memory", pin_memory), ("persistent_workers", persistent_workers)):
@@ -533,7 +487,7 @@ class DataLoader:
         """
         n = len(self.dataset)
         if self.sampler is not None:
-            order = _sampler_order(self.sampler, n)
+            order = sampler_order(self.sampler, n)
         elif self.shuffle:
             order = self._rng.permutation(n)
         else:
@@ -719,114 +673,3 @@ class _ThreadedIterator:
             self.close()
         except Exception:  # noqa: BLE001 - at interpreter exit the threading module may be gone
             pass
-
-
-class DistributedSampler:
-    """The indices one process (rank) loads, with `torch.utils.data.DistributedSampler` semantics.
-
-    Replaces `torch.utils.data.distributed.DistributedSampler`. Each epoch:
-
-    1. the order is `numpy.random.default_rng(seed + epoch).permutation(n)` with `shuffle`
-       (PyTorch uses `torch.randperm` with the same seed: same semantics, other numbers),
-       else `0, 1, ..., n - 1`;
-    2. the list is padded by repeating its head to `total_size`, a multiple of
-       `num_replicas` (or, with `drop_last`, cut to the largest multiple);
-    3. rank `r` takes every `num_replicas`-th index starting at `r`.
-
-    Call `set_epoch(epoch)` before each epoch for a new shuffle, as in PyTorch; without it
-    every epoch repeats the same order.
-
-    ```python
-    sampler = DistributedSampler(ds, num_replicas=2, rank=0, shuffle=True, seed=0)
-    loader = DataLoader(ds, batch_size=2, sampler=sampler)
-    for epoch in range(num_epochs):
-        sampler.set_epoch(epoch)
-        for X, y in loader: ...
-    ```
-
-    **Arguments:**
-
-    - `dataset`: anything with `__len__`.
-    - `num_replicas`: the number of processes; defaults to `jax.process_count()`.
-    - `rank`: this process's rank in `[0, num_replicas)`; defaults to `jax.process_index()`.
-    - `shuffle`: shuffle the order each epoch.
-    - `seed`: a non-negative int, the same on every rank.
-    - `drop_last`: cut the tail instead of padding so every rank has the same count.
-
-    **Raises:**
-
-    `ValueError` naming the argument for `rank` outside `[0, num_replicas)`, a
-    `num_replicas` below 1, a negative `seed`, an empty dataset; `TypeError` for a dataset
-    without `__len__` or arguments of the wrong type.
-    """
-
-    def __init__(
-        self,
-        dataset,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        shuffle: bool = True,
-        seed: int = 0,
-        drop_last: bool = False,
-    ):
-        if not hasattr(dataset, "__len__"):
-            raise TypeError(f"DistributedSampler: dataset must have __len__, got {type(dataset).__name__}")
-        if len(dataset) == 0:
-            raise ValueError("DistributedSampler: dataset is empty (len(dataset) == 0)")
-        if num_replicas is None:
-            num_replicas = jax.process_count()
-        if rank is None:
-            rank = jax.process_index()
-        num_replicas = _check_int("DistributedSampler: num_replicas", num_replicas, 1)
-        if not _is_int(rank):
-            raise TypeError(f"DistributedSampler: rank must be an int, got {type(rank).__name__}")
-        if not 0 <= rank < num_replicas:
-            raise ValueError(
-                f"DistributedSampler: invalid rank {rank}, rank should be in the interval [0, {num_replicas - 1}] "
-                f"(num_replicas={num_replicas})"
-            )
-        seed = _check_int("DistributedSampler: seed", seed, 0)
-        self.dataset = dataset
-        self.num_replicas = num_replicas
-        self.rank = int(rank)
-        self.shuffle = bool(shuffle)
-        self.seed = seed
-        self.drop_last = bool(drop_last)
-        self.epoch = 0
-        n = len(dataset)
-        if self.drop_last and n % num_replicas != 0:
-            # PyTorch's formula: the largest multiple of num_replicas that fits, split evenly.
-            self.num_samples = math.ceil((n - num_replicas) / num_replicas)
-        else:
-            self.num_samples = math.ceil(n / num_replicas)
-        self.total_size = self.num_samples * num_replicas
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use `seed + epoch` for the next shuffle. Call before each epoch, as in PyTorch."""
-        self.epoch = _check_int("DistributedSampler.set_epoch: epoch", epoch, 0)
-
-    def indices(self) -> np.ndarray:
-        """This rank's indices for the current epoch, as a 1-D `int64` array."""
-        n = len(self.dataset)
-        if self.shuffle:
-            order = np.random.default_rng(self.seed + self.epoch).permutation(n).astype(np.int64)
-        else:
-            order = np.arange(n, dtype=np.int64)
-        if self.drop_last:
-            order = order[: self.total_size]
-        else:
-            padding = self.total_size - n
-            order = np.concatenate([order, np.resize(order, padding)]) if padding else order
-        return order[self.rank : self.total_size : self.num_replicas]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices().tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __repr__(self) -> str:
-        return (
-            f"DistributedSampler(num_replicas={self.num_replicas}, rank={self.rank}, shuffle={self.shuffle}, "
-            f"seed={self.seed}, drop_last={self.drop_last}, epoch={self.epoch})"
-        )

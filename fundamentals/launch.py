@@ -59,7 +59,8 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import jax
 
 from .checkpoint import atomic_write_bytes
-from .tensors import is_int as _is_int
+from ._checks import check_int, check_number
+from ._checks import is_int as _is_int
 
 __all__ = ["init_distributed", "launch"]
 
@@ -205,12 +206,6 @@ def _backend_started() -> bool:
     return xla_bridge.backends_are_initialized()
 
 
-def _check_timeout(value, name: str) -> int:
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"init_distributed: {name} must be a positive int (seconds), got {value!r}")
-    return int(value)
-
-
 def init_distributed(
     *,
     initialization_timeout: int = 120,
@@ -268,8 +263,10 @@ def init_distributed(
     cannot be reached in time, or JAX has already started in this process and several
     processes are asked for.
     """
-    initialization_timeout = _check_timeout(initialization_timeout, "initialization_timeout")
-    heartbeat_timeout_seconds = _check_timeout(heartbeat_timeout_seconds, "heartbeat_timeout_seconds")
+    initialization_timeout = check_int("init_distributed: initialization_timeout", initialization_timeout, 1,
+                                       unit="seconds")
+    heartbeat_timeout_seconds = check_int("init_distributed: heartbeat_timeout_seconds", heartbeat_timeout_seconds, 1,
+                                          unit="seconds")
     if local_device_ids is not None:
         if isinstance(local_device_ids, (str, bytes)) or not all(_is_int(i) and i >= 0 for i in local_device_ids):
             raise TypeError(f"init_distributed: local_device_ids must be a sequence of device numbers, got {local_device_ids!r}")
@@ -358,12 +355,6 @@ def _launcher_environment(base: dict[str, str], rank: int, num_processes: int, d
     )
     env.pop("JAX_COORDINATOR_ADDRESS", None)
     return env
-
-
-def _check_positive_int(value, name: str) -> int:
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"launch: {name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _pickle_payload(fn, args) -> bytes:
@@ -499,14 +490,14 @@ def launch(
     """
     if not callable(fn):
         raise TypeError(f"launch: fn must be callable, got {type(fn).__name__}")
-    num_processes = _check_positive_int(num_processes, "num_processes")
-    devices_per_process = _check_positive_int(devices_per_process, "devices_per_process")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise ValueError(f"launch: timeout must be a positive number of seconds or None, got {timeout!r}")
+    num_processes = check_int("launch: num_processes", num_processes, 1)
+    devices_per_process = check_int("launch: devices_per_process", devices_per_process, 1)
+    if timeout is not None:
+        timeout = check_number("launch: timeout", timeout, above=0, unit="seconds, or None")
     if port is not None and (not _is_int(port) or not 0 < port < 65536):
         raise ValueError(f"launch: port must be an int in 1..65535 or None, got {port!r}")
-    heartbeat_timeout_seconds = _check_positive_int(heartbeat_timeout_seconds, "heartbeat_timeout_seconds")
-    initialization_timeout = _check_positive_int(initialization_timeout, "initialization_timeout")
+    heartbeat_timeout_seconds = check_int("launch: heartbeat_timeout_seconds", heartbeat_timeout_seconds, 1)
+    initialization_timeout = check_int("launch: initialization_timeout", initialization_timeout, 1)
     if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(env).items()):
         raise TypeError(f"launch: env must map str to str, got {env!r}")
     payload = _pickle_payload(fn, args)

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec, Sharding
 
-from .tensors import is_int as _is_int
+from ._checks import is_int as _is_int
 
 __all__ = [
     "default_device",

@@ -39,11 +39,6 @@ import numpy as np
 __all__ = ["tensor", "from_numpy", "to_numpy", "default_int_dtype", "default_float_dtype"]
 
 
-def is_int(value) -> bool:
-    """True for Python and NumPy integers, False for bools (which Python counts as ints)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def default_int_dtype() -> jnp.dtype:
     """The dtype Python ints become: `int64` when `jax_enable_x64` is on, else `int32`.
 

@@ -54,6 +54,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from ._checks import check_int
 from ._fingerprint import fingerprint
 from .losses import check_labels, cross_entropy
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -412,18 +413,14 @@ def _batch_source(loader, model, placement, fused: bool, device_data_bytes: int 
 
 def _check_fit_arguments(num_epochs, optimizer, train_loader, checkpoint, resume, seed, device_data_bytes) -> int:
     """Check what `fit` was given; return the number of batches an epoch."""
-    if isinstance(num_epochs, bool) or not isinstance(num_epochs, (int, np.integer)) or num_epochs < 0:
-        raise ValueError(f"num_epochs must be a non-negative int, got {num_epochs!r}")
+    check_int("fit: num_epochs", num_epochs, 0)
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation (e.g. optax.sgd(0.5)), got {type(optimizer).__name__}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH to resume from")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if device_data_bytes is not None and (
-        isinstance(device_data_bytes, bool) or not isinstance(device_data_bytes, (int, np.integer)) or device_data_bytes < 0
-    ):
-        raise ValueError(f"device_data_bytes must be a non-negative int or None, got {device_data_bytes!r}")
+    check_int("fit: seed", seed)
+    if device_data_bytes is not None:
+        check_int("fit: device_data_bytes", device_data_bytes, 0)
     try:
         num_batches = len(train_loader)
     except TypeError:

@@ -1,0 +1,53 @@
+"""Argument checks with one message format: `"DataLoader: batch_size must be a positive int, got 0"`.
+
+Every public function checks what it is given before any JAX work, so a wrong argument is a
+one-line error naming the argument, never a traceback from deep inside a trace.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ArgumentTypeError", "is_int", "check_int", "check_number"]
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type. A `TypeError`, and also a `ValueError` so that callers who
+    catch bad arguments as `ValueError` (as `launch`'s documentation promises) still do."""
+
+
+def is_int(value) -> bool:
+    """True for Python and NumPy integers, False for bools (which Python counts as ints)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _kind(minimum: int | None) -> str:
+    return {None: "an int", 0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
+
+
+def check_int(name: str, value, minimum: int | None = None, *, unit: str = "") -> int:
+    """`value` as an `int`, or an error naming `name` (which carries its prefix, e.g. `"fit: num_epochs"`).
+
+    **Raises:** `ArgumentTypeError` if `value` is not an int (bools are not), `ValueError` if it
+    is below `minimum`.
+    """
+    kind = _kind(minimum) + (f" ({unit})" if unit else "")
+    if not is_int(value):
+        raise ArgumentTypeError(f"{name} must be {kind}, got {type(value).__name__} ({value!r})")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
+
+
+def check_number(name: str, value, *, above: float | None = None, unit: str = "") -> float:
+    """`value` as a `float` (an int or a float, not a bool), greater than `above` if given.
+
+    **Raises:** `ArgumentTypeError` for another type, `ValueError` for NaN, infinity or a
+    value not above `above`.
+    """
+    kind = "a number" + (f" above {above:g}" if above is not None else "") + (f" ({unit})" if unit else "")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ArgumentTypeError(f"{name} must be {kind}, got {type(value).__name__} ({value!r})")
+    if not np.isfinite(value) or (above is not None and not value > above):
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return float(value)
