@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._files import atomic_write_bytes
 from .nn import NeuralNetwork, load_state_dict, state_dict
 
 __all__ = ["save_model", "load_model", "CheckpointError", "save_checkpoint", "load_checkpoint", "atomic_write_bytes"]
@@ -41,51 +41,6 @@ _CHECKPOINT_FORMAT = "fundamentals.checkpoint/1"
 
 class CheckpointError(ValueError):
     """A model or checkpoint file that is missing, unreadable, or for another model."""
-
-
-def _read_umask() -> int:
-    umask = os.umask(0)  # the only way to read it is to set it: once, at import
-    os.umask(umask)
-    return umask
-
-
-_UMASK = _read_umask()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically: a temporary file in the same folder, then `os.replace`.
-
-    **Raises:** `IsADirectoryError` naming the path if it is a folder (before writing anything).
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"cannot write {path}: it is a folder, not a file name")
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        # mkstemp makes the file private (0600); give it the permissions open() would have.
-        os.chmod(temporary, 0o666 & ~_UMASK)
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    try:  # make the rename itself durable
-        directory = os.open(path.parent or ".", os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(directory)
-    except OSError:
-        pass  # some file systems cannot sync a folder; the data itself is on disk
-    finally:
-        os.close(directory)
-    return path
 
 
 def _serialise(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:

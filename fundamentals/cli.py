@@ -232,7 +232,11 @@ def _plot_loss(losses, steps_per_epoch: int, path: str, title: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise CLIError("--plot needs matplotlib: pip install matplotlib") from None
+    import io
+
     import numpy as np
+
+    from ._files import atomic_write_bytes
 
     figure, axis = plt.subplots(figsize=(6, 3.5))
     steps = np.arange(1, len(losses) + 1)
@@ -246,8 +250,10 @@ def _plot_loss(losses, steps_per_epoch: int, path: str, title: str) -> None:
     axis.set_title(title)
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    buffer = io.BytesIO()  # rendered in memory, then written like every other output: atomically
+    figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _run_doctor(args: argparse.Namespace) -> int:
