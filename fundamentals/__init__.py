@@ -6,6 +6,8 @@ module, Optax runs SGD, and a NumPy batch iterator reproduces `torch.utils.data.
 
 __version__ = "0.1.0"
 
+from . import _startup  # first: Ctrl-C while the command imports JAX exits with one line
+
 from .tensors import default_float_dtype, default_int_dtype, from_numpy, tensor, to_numpy
 from .autograd import (
     ComputationGraph,
