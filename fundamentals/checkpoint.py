@@ -273,6 +273,13 @@ def _check_optimizer(path, header: dict[str, str], opt_state) -> None:
         def describe(states, leaves):
             return f"{' + '.join(states) or 'no state types'} with {len(leaves)} arrays"
 
+        if stored_states == current["states"] and len(stored_leaves) == len(current["leaves"]):
+            i = next(i for i, (a, b) in enumerate(zip(stored_leaves, current["leaves"])) if a != b)
+            raise CheckpointError(
+                f"checkpoint {path} was written for another optimizer state: its array {i} is "
+                f"{stored_leaves[i][1]} {tuple(stored_leaves[i][0])}, this optimizer's is "
+                f"{current['leaves'][i][1]} {tuple(current['leaves'][i][0])}"
+            )
         raise CheckpointError(
             f"checkpoint {path} was written for another optimizer: its state is "
             f"{describe(stored_states, stored_leaves)}, this optimizer's is "

@@ -127,3 +127,13 @@ def test_load_state_dict_refuses_complex_and_string_values(model):
             fm.load_state_dict(model, {**state, "layers.0.weight": bad})
     loaded = fm.load_state_dict(model, {**state, "layers.4.bias": np.array([1, 2])})  # integers: exact in float32
     np.testing.assert_array_equal(np.asarray(loaded.layers[4].bias), [1.0, 2.0])
+
+
+def test_an_optimizer_state_of_other_dtypes_names_the_array(tmp_path, model):
+    path = tmp_path / "run.ckpt"
+    adam = optax.adam(1e-3)
+    state = adam.init(model)
+    save_checkpoint(path, params=model, opt_state=state, metadata={"epoch": 1, "global_step": 1, "history": {}})
+    count_as_float = jax.tree_util.tree_map(lambda leaf: leaf.astype("float32") if leaf.ndim == 0 else leaf, state)
+    with pytest.raises(fm.CheckpointError, match=r"its array 0 is int32 \(\), this optimizer's is float32 \(\)"):
+        load_checkpoint(path, params=model, opt_state=count_as_float)
