@@ -669,7 +669,10 @@ def fit(
                 _save(checkpoint, program, run, epoch, history, seed, train_loader)
     except TrainingDivergedError as error:
         # Not a learning-rate problem if the data itself is not finite: say where, instead.
-        raise TrainingDivergedError(_nonfinite_data(train_loader) or str(error)) from None
+        data = _nonfinite_data(train_loader)
+        if data is None:
+            raise
+        raise TrainingDivergedError(str(error).replace("Try a smaller learning rate.", data)) from None
     finally:
         reporter.close()
     history["compilations"] = len(run.programs)
@@ -690,9 +693,8 @@ def _nonfinite_data(loader) -> str | None:
             column = f", column {int(where[1])}" if array.ndim > 1 else ""
             name = "features" if index == 0 else f"array {index}"
             return (
-                f"the loss is not finite because the training data is not: the dataset's {name} hold "
-                f"{array[tuple(where)]} at row {int(where[0])}{column} ({int(bad.sum())} such value(s) in all); "
-                "remove or replace them"
+                f"The training data is not finite: the dataset's {name} hold {array[tuple(where)]} at row "
+                f"{int(where[0])}{column} ({int(bad.sum())} such value(s) in all); remove or replace them."
             )
     return None
 
