@@ -78,11 +78,11 @@ def check_output_path(path: str | os.PathLike) -> Path:
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
     try:
-        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=folder)
+        handle, trial = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=folder)
     except OSError as error:
         raise PermissionError(f"cannot write {path}: cannot create a file in {folder} ({error.strerror})") from None
     os.close(handle)
-    os.unlink(probe)
+    os.unlink(trial)
     return path
 
 

@@ -45,7 +45,7 @@ def test_a_huge_label_is_refused_with_the_way_past_the_limit(tmp_path, capsys, m
     one_line_error(code, err, "label 1e+07 in data row 3")
     assert "FUNDAMENTALS_MAX_CLASSES" in err and "Epoch" not in out
     # Past the class limit on purpose, the network's size is still bounded: 2-30-20-(10^7 + 1 classes),
-    # 210M parameters, as the issue measured.
+    # 210M parameters.
     monkeypatch.setenv("FUNDAMENTALS_MAX_CLASSES", str(10**8))
     code, out, err = train(["--data", data, "--out", str(tmp_path / "m.safetensors")], capsys)
     one_line_error(code, err, f"parameter count is {(2 + 1) * 30 + (30 + 1) * 20 + (20 + 1) * (10**7 + 1):,}")
