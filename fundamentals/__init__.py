@@ -8,6 +8,8 @@ from ._metadata import version as _version
 
 __version__ = _version()
 
+from . import _startup  # first: Ctrl-C while the command imports JAX exits with one line
+
 from .tensors import default_float_dtype, default_int_dtype, from_numpy, tensor, to_numpy
 from .losses import binary_cross_entropy, check_labels, cross_entropy
 from .autograd import ComputationGraph, computation_graph, logistic_regression_loss

@@ -35,6 +35,7 @@ the call takes beyond its epochs at that pace (tracing, compiling, set-up) is it
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -45,6 +46,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from ._files import atomic_write_bytes, check_output_path
 
 __all__ = ["main", "run_benchmarks", "format_report"]
 
@@ -1150,8 +1153,10 @@ def _plot(results: dict, path: str) -> None:
         for position, value in zip(positions, values):
             axis.text(value, position, f" {_number(value, 2)}", va="center", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    buffer = io.BytesIO()  # rendered in memory, then written atomically like every other output
+    figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -1182,6 +1187,10 @@ def _check_output_path(option: str, path: str, suffix: str | None = None) -> Non
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise BenchError(f"{option} folder does not exist: {folder}")
+    try:  # a folder, a device or FIFO, or a folder we cannot write to: refused before the benchmark runs
+        check_output_path(path)
+    except (OSError, ValueError) as error:
+        raise BenchError(f"{option}: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1210,8 +1219,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run_benchmarks(sections, quick=args.quick, torch_compile=args.torch_compile)
         print(format_report(results))
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump(results, f, indent=1)
+            atomic_write_bytes(args.json, json.dumps(results, indent=1).encode("utf-8"))
             _progress(f"wrote {args.json}")
         if args.plot:
             _plot(results, args.plot)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .nn import NeuralNetwork, _named_arrays, load_state_dict, state_dict
+from ._files import atomic_write_bytes
+from .nn import NeuralNetwork, _named_arrays, load_state_dict, parameter_shapes, state_dict
 
 __all__ = ["save_model", "load_model", "CheckpointError", "save_checkpoint", "load_checkpoint", "atomic_write_bytes"]
 
@@ -43,51 +43,6 @@ _CHECKPOINT_FORMAT = "fundamentals.checkpoint/1"
 
 class CheckpointError(ValueError):
     """A model or checkpoint file that is missing, unreadable, or for another model."""
-
-
-def _read_umask() -> int:
-    umask = os.umask(0)  # the only way to read it is to set it: once, at import
-    os.umask(umask)
-    return umask
-
-
-_UMASK = _read_umask()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically: a temporary file in the same folder, then `os.replace`.
-
-    **Raises:** `IsADirectoryError` naming the path if it is a folder (before writing anything).
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"cannot write {path}: it is a folder, not a file name")
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        # mkstemp makes the file private (0600); give it the permissions open() would have.
-        os.chmod(temporary, 0o666 & ~_UMASK)
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    try:  # make the rename itself durable
-        directory = os.open(path.parent or ".", os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(directory)
-    except OSError:
-        pass  # some file systems cannot sync a folder; the data itself is on disk
-    finally:
-        os.close(directory)
-    return path
 
 
 def _serialise(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
@@ -137,6 +92,48 @@ def _model_arrays(model) -> dict[str, np.ndarray]:
     return state_dict(model)
 
 
+def _model_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v for k, v in tensors.items() if not k.startswith(("optimizer.", "history."))}
+
+
+def _checked_architecture(path, text: str, tensors: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The architecture in a file's header, checked against the file's own tensors before anything is built.
+
+    A header claiming a hidden size of 10^8 over a few kilobytes of tensors is refused here,
+    without allocating the network it describes.
+    """
+    try:
+        architecture = json.loads(text)
+        if not isinstance(architecture, dict):
+            raise TypeError(f"expected a JSON object, got {type(architecture).__name__}")
+        sizes = {"num_inputs": architecture["num_inputs"], "num_outputs": architecture["num_outputs"]}
+        hidden = architecture["hidden"]
+        dropout = architecture.get("dropout", 0.0)
+        if not isinstance(hidden, list):
+            raise TypeError(f"'hidden' must be a list of sizes, got {type(hidden).__name__}")
+        for name, value in [*sizes.items(), *((f"hidden[{i}]", h) for i, h in enumerate(hidden))]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TypeError(f"{name!r} must be a positive integer, got {value!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise TypeError(f"'dropout' must be a number in [0, 1), got {dropout!r}")
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path} has invalid architecture metadata: {error}") from None
+    if 2 * (len(hidden) + 1) != len(tensors):
+        raise CheckpointError(
+            f"{path}: its architecture metadata describes {len(hidden) + 1} layers ({2 * (len(hidden) + 1)} arrays), "
+            f"but the file holds {len(tensors)} arrays"
+        )
+    for key, shape in parameter_shapes(sizes["num_inputs"], sizes["num_outputs"], hidden, dropout).items():
+        if key not in tensors:
+            raise CheckpointError(f"{path}: its architecture metadata needs array {key!r}, which the file does not hold")
+        if tuple(tensors[key].shape) != shape:
+            raise CheckpointError(
+                f"{path}: its architecture metadata says {key!r} has shape {shape}, the file's array has "
+                f"{tuple(tensors[key].shape)}"
+            )
+    return {**sizes, "hidden": hidden, "dropout": float(dropout)}
+
+
 def save_model(model, path: str | os.PathLike) -> Path:
     """Save any Equinox module's arrays with PyTorch's `state_dict` keys (`layers.0.weight`), atomically.
 
@@ -153,10 +150,17 @@ def save_model(model, path: str | os.PathLike) -> Path:
 
     **Returns:** the path written.
 
-    **Raises:** `ValueError` if two arrays' paths spell the same key; `IsADirectoryError`
-    if `path` is a folder.
+    **Raises:** `TypeError` if `model` holds no arrays (a PyTorch module, an empty dict), before
+    anything is written; `ValueError` if two arrays' paths spell the same key; the errors of
+    `atomic_write_bytes` for a path that cannot be written.
     """
     arrays = _model_arrays(model)
+    if not arrays:
+        raise TypeError(
+            f"save_model: expected an Equinox model (such as NeuralNetwork) or a pytree holding arrays, "
+            f"got {type(model).__module__}.{type(model).__name__} with no JAX or NumPy arrays in it"
+            + ("; for a PyTorch module, save model.state_dict() with torch.save" if hasattr(model, "state_dict") else "")
+        )
     if Path(path).suffix.lower() in _TORCH_SUFFIXES:
         from collections import OrderedDict
 
@@ -221,23 +225,22 @@ def load_model(path: str | os.PathLike, like=None):
         tensors, metadata = _read_torch_state_dict(path), {}
     else:
         tensors, metadata = _read(path, "model")
+        if metadata.get("format") == _CHECKPOINT_FORMAT:  # a training checkpoint also holds a model
+            tensors = _model_tensors(tensors)
     if like is None:
         if "architecture" not in metadata:
             raise CheckpointError(
                 f"{path} has no architecture metadata (not a safetensors file written by save_model); "
                 "pass like=<a model of the same shape>"
             )
-        try:
-            architecture = json.loads(metadata["architecture"])
-            like = NeuralNetwork(
-                architecture["num_inputs"],
-                architecture["num_outputs"],
-                hidden=tuple(architecture["hidden"]),
-                dropout=architecture.get("dropout", 0.0),
-                key=jax.random.key(0),
-            )
-        except (ValueError, KeyError, TypeError) as error:
-            raise CheckpointError(f"{path} has invalid architecture metadata: {error}") from None
+        architecture = _checked_architecture(path, metadata["architecture"], tensors)
+        like = NeuralNetwork(
+            architecture["num_inputs"],
+            architecture["num_outputs"],
+            hidden=tuple(architecture["hidden"]),
+            dropout=architecture["dropout"],
+            key=jax.random.key(0),
+        )
     try:
         return load_state_dict(like, tensors)
     except ValueError as error:
@@ -277,39 +280,169 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike) -> tuple[
     return len(tensors), atomic_write_bytes(destination, data)
 
 
-def save_checkpoint(path: str | os.PathLike, *, params, opt_state, metadata: dict[str, Any]) -> Path:
-    """Write a training checkpoint atomically: parameters, optimizer state and JSON metadata.
+def _optimizer_signature(opt_state) -> dict[str, Any]:
+    """What identifies an optimizer's state: the names of its state types, and each array's shape and dtype.
 
-    Parameters are stored under their PyTorch keys (so the file also loads as a model), the
-    optimizer state's arrays as `optimizer.0`, `optimizer.1`, ... in tree order, and
-    `metadata` (epoch, step, loader RNG state, history) as JSON.
+    `optax.sgd(lr, momentum=0.9)` and `optax.rmsprop(lr)` both keep one array per parameter;
+    only the state types (`TraceState` against `ScaleByRmsState`) tell them apart.
+    """
+    names: list[str] = []
+
+    def visit(node) -> None:
+        if isinstance(node, tuple) and hasattr(node, "_fields"):  # optax states are NamedTuples
+            names.append(type(node).__name__)
+        if isinstance(node, (tuple, list)):
+            for child in node:
+                visit(child)
+        elif isinstance(node, dict):
+            for child in node.values():
+                visit(child)
+
+    visit(opt_state)
+    leaves = [[list(np.shape(leaf)), np.dtype(np.asarray(leaf).dtype).name] for leaf in jax.tree_util.tree_leaves(opt_state)]
+    return {"states": names, "leaves": leaves}
+
+
+def _history_arrays(history: dict) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Split a history into per-step number lists, stored as arrays, and the rest, kept in the JSON header."""
+    arrays, rest = {}, {}
+    for name, value in history.items():
+        if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            values = np.asarray(value, dtype=np.float64)
+            narrow = values.astype(np.float32)  # losses are float32 values: half the bytes, exactly
+            exact = np.array_equal(narrow.astype(np.float64), values, equal_nan=True)
+            arrays[f"history.{name}"] = narrow if exact else values
+        else:
+            rest[name] = value
+    return arrays, rest
+
+
+def save_checkpoint(path: str | os.PathLike, *, params, opt_state, metadata: dict[str, Any]) -> Path:
+    """Write a training checkpoint atomically: parameters, optimizer state, history and JSON metadata.
+
+    **Arguments:**
+
+    - `path`: the file.
+    - `params`: the model (its arrays are stored under their PyTorch keys, so the file also
+      loads as a model).
+    - `opt_state`: the optimizer state; its arrays are stored as `optimizer.0`, `optimizer.1`,
+      ... in tree order, and its state types and array shapes in the header, so that
+      `load_checkpoint` can refuse another optimizer.
+    - `metadata`: epoch, step, loader RNG state, seed and `history` (JSON-serialisable). The
+      history's lists of numbers (every step's loss) are stored as arrays `history.loss`,
+      ..., so the header stays small however long the run.
+
+    **Returns:** the path written.
     """
     tensors = state_dict(params)
     for i, leaf in enumerate(jax.tree_util.tree_leaves(opt_state)):
         tensors[f"optimizer.{i}"] = np.asarray(leaf)
-    header = {"format": _CHECKPOINT_FORMAT, "state": json.dumps(metadata)}
+    state = dict(metadata)
+    if isinstance(state.get("history"), dict):
+        history_arrays, state["history"] = _history_arrays(state["history"])
+        tensors.update(history_arrays)
+    header = {
+        "format": _CHECKPOINT_FORMAT,
+        "state": json.dumps(state),
+        "optimizer": json.dumps(_optimizer_signature(opt_state)),
+    }
     architecture = _architecture(params)
     if architecture is not None:
         header["architecture"] = json.dumps(architecture)
     return atomic_write_bytes(path, _serialise(tensors, header))
 
 
+def _check_optimizer(path, header: dict[str, str], opt_state) -> None:
+    if "optimizer" not in header:
+        return  # written before checkpoints recorded the optimizer: only the arrays can be compared
+    try:
+        stored = json.loads(header["optimizer"])
+        stored_states, stored_leaves = stored["states"], stored["leaves"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {path} has invalid optimizer metadata: {error}") from None
+    current = _optimizer_signature(opt_state)
+    if stored_states != current["states"] or stored_leaves != current["leaves"]:
+        def describe(states, leaves):
+            return f"{' + '.join(states) or 'no state types'} with {len(leaves)} arrays"
+
+        if stored_states == current["states"] and len(stored_leaves) == len(current["leaves"]):
+            i = next(i for i, (a, b) in enumerate(zip(stored_leaves, current["leaves"])) if a != b)
+            raise CheckpointError(
+                f"checkpoint {path} was written for another optimizer state: its array {i} is "
+                f"{stored_leaves[i][1]} {tuple(stored_leaves[i][0])}, this optimizer's is "
+                f"{current['leaves'][i][1]} {tuple(current['leaves'][i][0])}"
+            )
+        raise CheckpointError(
+            f"checkpoint {path} was written for another optimizer: its state is "
+            f"{describe(stored_states, stored_leaves)}, this optimizer's is "
+            f"{describe(current['states'], current['leaves'])}; resume with the optimizer it was trained with"
+        )
+
+
+def _checked_state(path, header: dict[str, str], tensors: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The checkpoint's JSON state, each field the training loop reads checked, with the history arrays put back."""
+    try:
+        state = json.loads(header["state"])
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path} has invalid metadata: {error}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path}: its state must be a JSON object, got {type(state).__name__}")
+    for field in ("epoch", "global_step"):
+        if field not in state:
+            raise CheckpointError(f"checkpoint {path}: its state has no {field!r} field")
+        value = state[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"checkpoint {path}: field {field!r} must be a non-negative integer, got {value!r}")
+    if "seed" in state and (isinstance(state["seed"], bool) or not isinstance(state["seed"], int)):
+        raise CheckpointError(f"checkpoint {path}: field 'seed' must be an integer, got {state['seed']!r}")
+    if "loader" in state and not isinstance(state["loader"], dict):
+        raise CheckpointError(f"checkpoint {path}: field 'loader' must be an object, got {type(state['loader']).__name__}")
+    history = state.get("history", {})
+    if not isinstance(history, dict):
+        raise CheckpointError(
+            f"checkpoint {path}: field 'history' must be an object of lists, got {type(history).__name__}"
+        )
+    for key, value in tensors.items():
+        if key.startswith("history."):
+            history[key[len("history."):]] = value.tolist()
+    for name in ("loss", "epoch_loss", "val_accuracy"):
+        if name in history and not isinstance(history[name], list):
+            raise CheckpointError(
+                f"checkpoint {path}: field 'history.{name}' must be a list of numbers, got {type(history[name]).__name__}"
+            )
+    history.setdefault("loss", [])
+    history.setdefault("epoch_loss", [])
+    state["history"] = history
+    return state
+
+
 def load_checkpoint(path: str | os.PathLike, *, params, opt_state) -> tuple[Any, Any, dict[str, Any]]:
     """Read a checkpoint written by `save_checkpoint` into the structures of `params` and `opt_state`.
 
-    **Returns:** `(params, opt_state, metadata)`, new objects; the arguments are unchanged.
+    Checkpoints written before the history was stored as arrays (all of it in the JSON
+    header) load too.
 
-    **Raises:** `CheckpointError` if the file is unreadable, is not a training checkpoint, or
-    was written for another model or optimizer (naming the key and shapes that differ).
+    **Arguments:**
+
+    - `path`: the file.
+    - `params`, `opt_state`: a model and an optimizer state with the structure to fill.
+
+    **Returns:** `(params, opt_state, metadata)`, new objects; the arguments are unchanged.
+    `metadata["history"]` is a dict of lists with at least `"loss"` and `"epoch_loss"`.
+
+    **Raises:** `CheckpointError` if the file is unreadable, is not a training checkpoint, was
+    written for another model or optimizer (naming the key and shapes, or both optimizers'
+    state types, that differ), or has a state field that is missing or of the wrong type
+    (naming the field).
     """
     tensors, header = _read(path, "checkpoint")
     if header.get("format") != _CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a training checkpoint (format {header.get('format')!r})")
-    model_tensors = {k: v for k, v in tensors.items() if not k.startswith("optimizer.")}
     try:
-        new_params = load_state_dict(params, model_tensors)
+        new_params = load_state_dict(params, _model_tensors(tensors))
     except ValueError as error:
         raise CheckpointError(f"checkpoint {path} was written for another model: {error}") from None
+    _check_optimizer(path, header, opt_state)
     leaves, treedef = jax.tree_util.tree_flatten(opt_state)
     stored = [k for k in tensors if k.startswith("optimizer.")]
     if len(stored) != len(leaves):
@@ -326,8 +459,5 @@ def load_checkpoint(path: str | os.PathLike, *, params, opt_state) -> tuple[Any,
                 f"expected {np.shape(leaf)}"
             )
         new_leaves.append(jnp.asarray(value, dtype=jnp.asarray(leaf).dtype))
-    try:
-        metadata = json.loads(header["state"])
-    except (KeyError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path} has invalid metadata: {error}") from None
+    metadata = _checked_state(path, header, tensors)
     return new_params, jax.tree_util.tree_unflatten(treedef, new_leaves), metadata

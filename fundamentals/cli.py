@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -42,7 +44,14 @@ def _number(kind: type, minimum: float, description: str, *, above: bool = False
 
 _positive_int = _number(int, 1, "a positive integer")
 _positive_float = _number(float, 0, "a positive number", above=True)
-_seed = _number(int, 0, "a non-negative integer")
+_SEED_LIMIT = 2**63 - 1  # jax.random.key takes a 64-bit signed integer
+
+
+def _seed(text: str) -> int:
+    value = _number(int, 0, "a non-negative integer")(text)
+    if value > _SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer up to 2**63-1 ({_SEED_LIMIT}), got {text}")
+    return value
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -52,6 +61,20 @@ def _hidden(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes like 30,20, got {text!r}") from None
     if not sizes or any(size < 1 for size in sizes):
         raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
+    return _bounded_layers(sizes)
+
+
+def _bounded_layers(sizes: tuple[int, ...]) -> tuple[int, ...]:
+    from . import _limits
+
+    try:
+        limit = _limits.max_layer_size()
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    for size in sizes:
+        if size > limit:
+            raise argparse.ArgumentTypeError(
+                _limits.over("a layer size", size, limit, "FUNDAMENTALS_MAX_LAYER_SIZE"))
     return sizes
 
 
@@ -114,8 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import os
-
     if args.resume and not args.checkpoint:
         raise CLIError("--resume needs --checkpoint PATH")
     if args.plot and not args.plot.lower().endswith(".png"):
@@ -128,7 +149,9 @@ def _run_train(args: argparse.Namespace) -> int:
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise CLIError(f"{option} folder does not exist: {folder}")
-    _load_split(args)  # a bad data file fails here, once, before any process starts
+    _check_outputs(args)
+    split = _load_split(args)  # a bad data file fails here, once, before any process starts
+    _check_sizes(args, split)
 
     if args.num_processes * args.devices_per_process == 1:
         return _train(0, args)
@@ -139,8 +162,58 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         launch(_train, args.num_processes, args, devices_per_process=args.devices_per_process)
     except RuntimeError as error:
-        raise CLIError(str(error).strip().splitlines()[0]) from None
+        raise CLIError(_rank_reason(str(error))) from None
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before training, outputs that could not be written or that would overwrite an input."""
+    from ._files import check_output_path
+
+    outputs = [(option, path) for option, path in
+               (("--out", args.out), ("--checkpoint", args.checkpoint), ("--plot", args.plot)) if path is not None]
+    for option, path in outputs:
+        try:
+            check_output_path(path)
+        except (OSError, ValueError) as error:
+            raise CLIError(f"{option}: {error}") from None
+    files = ([("--data", args.data)] if args.data not in ("toy", "digits") else []) + outputs
+    for i, (first, first_path) in enumerate(files):
+        for second, second_path in files[i + 1:]:
+            if _same_file(first_path, second_path):
+                raise CLIError(f"{second} {second_path} is the same file as {first}; give each its own file")
+
+
+def _same_file(first: str, second: str) -> bool:
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)  # hard links
+    except OSError:
+        return False
+
+
+def _check_sizes(args: argparse.Namespace, split) -> None:
+    """Refuse, before anything is allocated, a network over the documented size limits."""
+    from . import _limits
+    from .nn import parameter_count
+
+    num_classes = int(max(split.y_train.max(), split.y_test.max())) + 1
+    try:
+        _limits.check_parameter_count(parameter_count(split.X_train.shape[1], num_classes, args.hidden), "the network")
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+
+
+def _rank_reason(message: str) -> str:
+    """One line from `launch`'s error: the rank, and its exception's own message (not the traceback)."""
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    if len(lines) < 2 or "raised an exception" not in lines[0]:
+        return lines[0] if lines else message
+    reason = lines[-1].strip()  # a traceback ends with "module.Type: message"
+    reason = re.sub(r"^[\w.]*CLIError: ", "", reason)  # our own errors: the message is the reason
+    reason = re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=\w+: )", "", reason)  # "fundamentals.x.SomeError: " -> "SomeError: "
+    return f"{lines[0].rstrip(':')}: {reason}"
 
 
 def _load_split(args: argparse.Namespace):
@@ -244,7 +317,11 @@ def _plot_loss(losses, steps_per_epoch: int, path: str, title: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise CLIError("--plot needs matplotlib: pip install matplotlib") from None
+    import io
+
     import numpy as np
+
+    from ._files import atomic_write_bytes
 
     figure, axis = plt.subplots(figsize=(6, 3.5))
     steps = np.arange(1, len(losses) + 1)
@@ -258,8 +335,10 @@ def _plot_loss(losses, steps_per_epoch: int, path: str, title: str) -> None:
     axis.set_title(title)
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    buffer = io.BytesIO()  # rendered in memory, then written like every other output: atomically
+    figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _run_convert(args: argparse.Namespace) -> int:
@@ -283,6 +362,9 @@ def _run_doctor(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ._startup import restore_default_handler
+
+    restore_default_handler()  # from here on, Ctrl-C is a KeyboardInterrupt, handled below
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
         # bench parses its own options; argparse's REMAINDER would refuse a leading --option.

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _limits
+
 __all__ = ["toy_data", "Split", "load_dataset", "train_test_split"]
 
 
@@ -57,31 +59,62 @@ def train_test_split(X: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, s
 
 
 def _labels(values: np.ndarray, source: str) -> np.ndarray:
-    """Integer class labels 0..k-1 from numeric labels; anything else is an error."""
+    """Integer class labels 0..k-1 from numeric labels, at most `FUNDAMENTALS_MAX_CLASSES` classes."""
     values = np.asarray(values)
-    if values.dtype.kind == "f":
-        if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
-            raise ValueError(f"{source}: labels must be whole numbers (class indices), got e.g. {values[:5].tolist()}")
-        values = values.astype(np.int64)
-    if values.dtype.kind not in "iu":
-        raise ValueError(f"{source}: labels must be integers, got dtype {values.dtype}")
-    if values.min() < 0:
-        raise ValueError(f"{source}: labels must be class indices >= 0, got {int(values.min())}")
+    if values.ndim != 1:
+        raise ValueError(f"{source}: labels must be a 1-D array (one per example), got shape {values.shape}")
+    if len(values) == 0:
+        raise ValueError(f"{source}: there are no labels")
+    if values.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{source}: labels must be numbers (class indices 0, 1, ...), got dtype {values.dtype} "
+            f"(e.g. {values[:3].tolist()})"
+        )
+    limit = _limits.max_classes()
+    # Checked in the labels' own dtype, before any cast: 1e300 would wrap to a negative int64.
+    bad = ~np.isfinite(values) | (values != np.round(values)) if values.dtype.kind == "f" else np.zeros(len(values), bool)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise ValueError(f"{source}: labels must be whole numbers (class indices), got {values[row]!r} in data row {row + 1}")
+    if (values < 0).any():
+        row = int(np.argmax(values < 0))
+        raise ValueError(f"{source}: labels must be class indices >= 0, got {values[row]!r} in data row {row + 1}")
+    if (values >= limit).any():
+        row = int(np.argmax(values >= limit))
+        value = int(values[row]) if values.dtype.kind in "iu" else f"{values[row]:g}"
+        raise ValueError(
+            f"{source}: label {value} in data row {row + 1} is over the limit of {limit:,} classes "
+            f"(labels 0 to {limit - 1}); set FUNDAMENTALS_MAX_CLASSES to a larger number to allow more on purpose"
+        )
     return values.astype(np.int64)
 
 
-def _features(values: np.ndarray, source: str) -> np.ndarray:
+def _features(values: np.ndarray, source: str, columns: list[str] | None = None) -> np.ndarray:
+    """Float32 features `(examples, features)`; refuses no columns, non-numbers and NaN or inf (naming where)."""
     values = np.asarray(values)
     if values.ndim == 1:
         values = values[:, None]
     if values.ndim != 2:
         raise ValueError(f"{source}: features must be a 2-D array (examples, features), got shape {values.shape}")
+    if values.shape[1] == 0:
+        raise ValueError(f"{source}: there are no feature columns (features have shape {values.shape})")
+    if values.shape[0] == 0:
+        raise ValueError(f"{source}: there are no examples (features have shape {values.shape})")
     if values.dtype.kind not in "biuf":
         raise ValueError(f"{source}: features must be numeric, got dtype {values.dtype}")
-    values = values.astype(np.float32)
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"{source}: features contain NaN or infinite values")
-    return values
+    with np.errstate(over="ignore"):  # too large for float32 becomes inf: reported just below
+        converted = values.astype(np.float32)
+    bad = ~np.isfinite(converted)
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        name = repr(columns[column]) if columns else str(column + 1)
+        original = values[row, column]
+        what = original if not np.isfinite(original) else f"{original} (too large for float32)"
+        raise ValueError(
+            f"{source}: features must be finite; data row {row + 1}, column {name} is {what} "
+            f"({int(bad.sum())} such value(s) in all)"
+        )
+    return converted
 
 
 def _load_digits(seed: int) -> Split:
@@ -99,7 +132,7 @@ def _load_digits(seed: int) -> Split:
 
 def _load_csv(path: Path, target: str | None, seed: int) -> Split:
     try:
-        with open(path, newline="") as file:
+        with open(path, newline="", encoding="utf-8-sig") as file:  # as Excel writes it: a BOM may lead
             rows = list(csv.reader(file))
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"cannot read CSV file {path}: {error}") from None
@@ -134,12 +167,19 @@ def _load_csv(path: Path, target: str | None, seed: int) -> Split:
         table = np.array([[float(cell) for cell in row] for row in body], dtype=np.float64)
     except ValueError as error:
         raise ValueError(f"CSV file {path} has a non-numeric value: {error}") from None
+    if width < 2:
+        raise ValueError(f"CSV file {path} has only {width} column; it needs feature columns and a label column")
     y = _labels(table[:, column], f"CSV file {path}")
-    X = _features(np.delete(table, column, axis=1), f"CSV file {path}")
+    names = [name for i, name in enumerate(header) if i != column] if header else None
+    X = _features(np.delete(table, column, axis=1), f"CSV file {path}", names)
     return Split(*train_test_split(X, y, seed=seed), name=path.name)
 
 
 def _load_npz(path: Path, seed: int) -> Split:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
+        raise ValueError(f"cannot read NPZ file {path}: it is not a zip archive (an .npz is one, as np.savez writes)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -151,9 +191,16 @@ def _load_npz(path: Path, seed: int) -> Split:
     y = _labels(arrays["y"], f"NPZ file {path}")
     if len(X) != len(y):
         raise ValueError(f"NPZ file {path}: X has {len(X)} rows but y has {len(y)}")
-    if "X_test" in arrays and "y_test" in arrays:
-        X_test = _features(arrays["X_test"], f"NPZ file {path}")
-        return Split(X, y, X_test, _labels(arrays["y_test"], f"NPZ file {path}"), name=path.name)
+    if ("X_test" in arrays) != ("y_test" in arrays):
+        raise ValueError(f"NPZ file {path} has only one of 'X_test' and 'y_test'; give both or neither")
+    if "X_test" in arrays:
+        X_test = _features(arrays["X_test"], f"NPZ file {path} (X_test)")
+        y_test = _labels(arrays["y_test"], f"NPZ file {path} (y_test)")
+        if len(X_test) != len(y_test):
+            raise ValueError(f"NPZ file {path}: X_test has {len(X_test)} rows but y_test has {len(y_test)}")
+        if X_test.shape[1] != X.shape[1]:
+            raise ValueError(f"NPZ file {path}: X_test has {X_test.shape[1]} columns but X has {X.shape[1]}")
+        return Split(X, y, X_test, y_test, name=path.name)
     return Split(*train_test_split(X, y, seed=seed), name=path.name)
 
 

@@ -58,7 +58,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 
-from .checkpoint import atomic_write_bytes
+from ._files import atomic_write_bytes
 from ._checks import check_int, check_number
 from ._checks import is_int as _is_int
 

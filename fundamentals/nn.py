@@ -154,6 +154,28 @@ class NeuralNetwork(eqx.Module):
         return f"NeuralNetwork(\n  (layers): Sequential(\n{rows}\n  )\n)"
 
 
+def parameter_shapes(num_inputs: int, num_outputs: int, hidden: Sequence[int] = (30, 20),
+                     dropout: float = 0.0) -> dict[str, tuple[int, ...]]:
+    """The `state_dict` keys and shapes of `NeuralNetwork(num_inputs, num_outputs, hidden=hidden,
+    dropout=dropout)`, computed without building it (nothing is allocated).
+
+    **Returns:** key → shape, in the order `state_dict` gives them.
+    """
+    sizes = (int(num_inputs), *(int(h) for h in hidden), int(num_outputs))
+    step = 3 if dropout > 0 else 2  # Linear, ReLU[, Dropout] per hidden layer
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        shapes[f"layers.{i * step}.weight"] = (fan_out, fan_in)
+        shapes[f"layers.{i * step}.bias"] = (fan_out,)
+    return shapes
+
+
+def parameter_count(num_inputs: int, num_outputs: int, hidden: Sequence[int] = (30, 20)) -> int:
+    """`count_parameters` of the `NeuralNetwork` these sizes would build, computed without building it."""
+    sizes = (int(num_inputs), *(int(h) for h in hidden), int(num_outputs))
+    return sum(fan_out * (fan_in + 1) for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
+
+
 def count_parameters(model) -> int:
     """The number of trainable parameters (every floating-point array in the model).
 
@@ -220,7 +242,9 @@ def load_state_dict(model, state_dict: Mapping, strict: bool = True):
     **Raises:**
 
     `ValueError` naming the key for a missing key, an unexpected key, or a shape that differs
-    (with both shapes). `TypeError` if `state_dict` is not a mapping.
+    (with both shapes). `TypeError` if `state_dict` is not a mapping, or naming the key for a
+    value that is not an array or whose dtype cannot be cast without losing part of it (complex
+    or strings, or floats for an integer array).
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"load_state_dict: state_dict must be a mapping of key -> array, got {type(state_dict).__name__}")
@@ -242,6 +266,12 @@ def load_state_dict(model, state_dict: Mapping, strict: bool = True):
             new_leaves.append(current)
             continue
         value = _to_numpy(state_dict[key], key)
+        integer = np.dtype(current.dtype).kind in "biu"
+        if value.dtype.kind not in ("biu" if integer else "biuf"):
+            raise TypeError(
+                f"load_state_dict: value for key {key!r} has dtype {value.dtype}, the model's array has "
+                f"{current.dtype}; give {'integer' if integer else 'real'} values (casting would lose part of them)"
+            )
         if value.shape != current.shape:
             raise ValueError(
                 f"load_state_dict: shape mismatch for key {key!r}: the state dict has {tuple(value.shape)}, "

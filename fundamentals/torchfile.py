@@ -836,7 +836,7 @@ def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     **Raises:** `TypeError` naming where in `obj` a value is neither (an object, a set, a
     dtype torch lacks); `ValueError` for a container that contains itself.
     """
-    from .checkpoint import atomic_write_bytes
+    from ._files import atomic_write_bytes
 
     writer = _PickleWriter()
     writer.save(obj, "")

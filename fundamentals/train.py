@@ -584,11 +584,36 @@ def fit(
             history["compilations"] = len(run.programs)
             if checkpoint is not None and jax.process_index() == 0:
                 _save(checkpoint, program, run, epoch, history, seed, train_loader)
+    except TrainingDivergedError as error:
+        # Not a learning-rate problem if the data itself is not finite: say where, instead.
+        data = _nonfinite_data(train_loader)
+        if data is None:
+            raise
+        raise TrainingDivergedError(str(error).replace("Try a smaller learning rate.", data)) from None
     finally:
         reporter.close()
     history["compilations"] = len(run.programs)
     history["compiled"] = program.traces - traces_before
     return program.model(run.params), history
+
+
+def _nonfinite_data(loader) -> str | None:
+    """Where an in-memory dataset's floating-point arrays hold NaN or infinity (looked at only after a divergence)."""
+    dataset = getattr(loader, "dataset", None)
+    for index, array in enumerate(getattr(dataset, "arrays", ())):
+        array = np.asarray(array)
+        if array.dtype.kind != "f" or array.ndim == 0:
+            continue
+        bad = ~np.isfinite(array)
+        if bad.any():
+            where = np.argwhere(bad)[0]
+            column = f", column {int(where[1])}" if array.ndim > 1 else ""
+            name = "features" if index == 0 else f"array {index}"
+            return (
+                f"The training data is not finite: the dataset's {name} hold {array[tuple(where)]} at row "
+                f"{int(where[0])}{column} ({int(bad.sum())} such value(s) in all); remove or replace them."
+            )
+    return None
 
 
 def _save(checkpoint: str, program: TrainProgram, run: _Run, epoch: int, history: dict, seed: int, loader) -> None:

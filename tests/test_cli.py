@@ -109,7 +109,8 @@ def test_checkpoint_and_resume(tmp_path, capsys):
         (["--out", "."], "--out . is a folder"),
         (["--checkpoint", "."], "--checkpoint . is a folder"),
         (["--plot", "loss.jpg"], "--plot must name a .png file"),
-        (["--checkpoint", "NOT_A_CHECKPOINT", "--resume"], "not a training checkpoint"),
+        (["--checkpoint", "NOT_A_CHECKPOINT", "--resume", "--out", "new.safetensors"], "not a training checkpoint"),
+        (["--checkpoint", "model.safetensors"], "--checkpoint model.safetensors is the same file as --out"),
     ],
 )
 def test_bad_files_and_options_give_one_line_errors(tmp_path, args, message):
