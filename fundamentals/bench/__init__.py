@@ -33,7 +33,8 @@ the call takes beyond its epochs at that pace (tracing, compiling, set-up) is it
 
 The package, one job a module: `common` (sizes, data, timing, starting a worker), `__main__`
 (the worker entry point), `jax_side` and `torch_side` (the workers), `loader` (the loader
-benchmark), `runner` (sections, machine, goals, the command), `report` (Markdown), `plots` (PNG).
+benchmark), `runner` (sections, machine, goals, the command), `report` (Markdown), `plots` (PNG),
+and `files` (reading a `.pth` file against `torch.load`, run on its own: `python -m fundamentals.bench.files`).
 """
 
 from .common import SECTIONS, BenchError
