@@ -124,12 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("destination", metavar="DST", help="the file to write")
     convert.set_defaults(handler=_run_convert)
 
+    from .bench import SECTIONS
+
     bench = commands.add_parser(
         "bench",
         help="benchmark jit-compiled JAX training against PyTorch (fundamentals bench --help)",
-        add_help=False,
+        description="Benchmark jit-compiled JAX training against PyTorch, each framework in its own process.",
     )
-    bench.set_defaults(handler=None)  # main() hands `bench ...` to fundamentals.bench before parsing
+    bench.add_argument("benchmark", nargs="?", default="all", choices=(*SECTIONS, "all"),
+                       help="which benchmark (default: all)")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (tests, CI)")
+    bench.add_argument("--json", metavar="FILE", help="write every figure and the machine to FILE")
+    bench.add_argument("--plot", metavar="FILE.png", help="plot per-step time by variant to a PNG")
+    bench.add_argument("--torch-compile", action="store_true", help="also time torch.compile (slow to compile)")
+    bench.set_defaults(handler=_run_bench)
 
     doctor = commands.add_parser("doctor", help="check the installation and list JAX devices")
     doctor.set_defaults(handler=_run_doctor)
@@ -355,6 +363,12 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_bench(args: argparse.Namespace) -> int:
+    from .bench.runner import run_command
+
+    return run_command(args)
+
+
 def _run_doctor(args: argparse.Namespace) -> int:
     from .doctor import doctor
 
@@ -366,13 +380,13 @@ def main(argv: list[str] | None = None) -> int:
 
     restore_default_handler()  # from here on, Ctrl-C is a KeyboardInterrupt, handled below
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:
-        # bench parses its own options; argparse's REMAINDER would refuse a leading --option.
-        from .bench import main as bench_main
-
-        return bench_main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extras = parser.parse_known_args(argv)
+        if extras:  # named by the subcommand that was given them, which lists its options in its --help
+            _Parser(prog=f"{parser.prog} {args.command}").error(f"unrecognized arguments: {' '.join(extras)}")
+    except SystemExit as exit:  # argparse's one-line error or --help, as a return code
+        return int(exit.code or 0)
     try:
         return int(args.handler(args) or 0)
     except CLIError as error:

@@ -1,6 +1,7 @@
-"""Helpers shared by the tests, the notebooks and the benchmarks: comparing with PyTorch, replaying its order.
+"""Helpers shared by the tests, the notebooks and the benchmark: the book's PyTorch network, comparing, replaying.
 
-Nothing here imports torch: a PyTorch tensor is recognised by its `detach` method.
+Nothing here imports torch: a PyTorch tensor is recognised by its `detach` method, and
+`torch_network` takes the `torch` module as an argument.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["assert_same", "ReplaySampler"]
+__all__ = ["assert_same", "ReplaySampler", "torch_network"]
 
 
 def _numpy(value) -> np.ndarray:
@@ -65,3 +66,35 @@ class ReplaySampler:
 
     def __len__(self) -> int:
         return len(self.orders[0])
+
+
+def torch_network(torch, num_inputs: int, num_outputs: int, hidden: tuple[int, ...] = (30, 20)):
+    """The book's PyTorch `NeuralNetwork` (listing A.4), with its hidden sizes as a parameter.
+
+    **Arguments:**
+
+    - `torch`: the `torch` module (passed in: the library never imports torch itself).
+    - `num_inputs`, `num_outputs`: the sizes of the first and last layers.
+    - `hidden`: the hidden layers' sizes; the book's are `(30, 20)`.
+
+    **Returns:**
+
+    A `torch.nn.Module` whose `layers` is a `Sequential` of `Linear` and `ReLU`, so its
+    `state_dict` keys (`layers.0.weight`, ...) are the book's and `fm.state_dict`'s. With
+    `torch.manual_seed(123)` first, its parameters are the book's.
+    """
+
+    class NeuralNetwork(torch.nn.Module):
+        def __init__(self, num_inputs, num_outputs):
+            super().__init__()
+            sizes = (num_inputs, *hidden)
+            layers = []
+            for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+                layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
+            layers.append(torch.nn.Linear(sizes[-1], num_outputs))
+            self.layers = torch.nn.Sequential(*layers)
+
+        def forward(self, x):
+            return self.layers(x)
+
+    return NeuralNetwork(num_inputs, num_outputs)

@@ -1,27 +1,7 @@
-"""Shared pieces of the tests: the book's PyTorch network and training run (the sampler that replays
-PyTorch's order lives in `fundamentals.testing`, shared with the notebooks)."""
+"""Shared pieces of the tests: the book's PyTorch training run (the book's network and the sampler that
+replays PyTorch's order live in `fundamentals.testing`, shared with the notebooks and the benchmark)."""
 
-from fundamentals.testing import ReplaySampler  # noqa: F401 - re-exported for the tests
-
-
-def torch_network(torch, num_inputs, num_outputs, hidden=(30, 20)):
-    """The book's listing A.4 (hidden sizes as a parameter for the CLI tests)."""
-
-    class NeuralNetwork(torch.nn.Module):
-        def __init__(self, num_inputs, num_outputs):
-            super().__init__()
-            self.layers = torch.nn.Sequential(
-                torch.nn.Linear(num_inputs, hidden[0]),
-                torch.nn.ReLU(),
-                torch.nn.Linear(hidden[0], hidden[1]),
-                torch.nn.ReLU(),
-                torch.nn.Linear(hidden[1], num_outputs),
-            )
-
-        def forward(self, x):
-            return self.layers(x)
-
-    return NeuralNetwork(num_inputs, num_outputs)
+from fundamentals.testing import ReplaySampler, torch_network  # noqa: F401 - re-exported for the tests
 
 
 def torch_book_training(torch, X_train, y_train, num_epochs=3, lr=0.5, momentum=0.0):

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from fundamentals import bench, cli
+from fundamentals.bench import common
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -112,8 +113,8 @@ def test_report_covers_a_gpu_run(quick_run):
     size = gpu["rows"][1]["shape"][0][0]
     assert f"JAX: the GPU beats the CPU from {size}×{size} on" in report
     assert "of its 67 TFLOP/s float32 peak" in report
-    assert bench._gpu_peak_tflops("NVIDIA H100 PCIe") == 51.2
-    assert bench._gpu_peak_tflops(None) is None and bench._gpu_peak_tflops("cpu") is None
+    assert common.gpu_peak_tflops("NVIDIA H100 PCIe") == 51.2
+    assert common.gpu_peak_tflops(None) is None and common.gpu_peak_tflops("cpu") is None
 
 
 @pytest.mark.parametrize(

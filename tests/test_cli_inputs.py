@@ -98,9 +98,9 @@ def test_outputs_that_cannot_be_written_are_refused_before_training(tmp_path, ca
         code, out, err = train(args, capsys)
         one_line_error(code, err, f"{option}: cannot write")
         assert "Epoch" not in out and "Data:" not in out  # refused before the data was even read
-    from fundamentals import bench
+    from fundamentals.cli import main
 
-    assert bench.main(["tiny", "--quick", "--json", os.path.join(folder, "b.json")]) == 2
+    assert main(["bench", "tiny", "--quick", "--json", os.path.join(folder, "b.json")]) == 2
     assert "--json: cannot write" in capsys.readouterr().err
 
 

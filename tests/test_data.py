@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fundamentals as fm
-from fundamentals.bench_loader import bench_loader
+from fundamentals.bench.loader import bench_loader
 
 torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader as TorchDataLoader  # noqa: E402

@@ -24,8 +24,8 @@ def _model():
 
 def _writers(tmp_path):
     """One callable per kind of file the project writes, each writing to the path it is given."""
-    from fundamentals import bench
     from fundamentals.cli import _plot_loss
+    from fundamentals.cli import main as cli_main
 
     model = _model()
 
@@ -34,7 +34,7 @@ def _writers(tmp_path):
                         metadata={"epoch": 1, "global_step": 3, "history": {"loss": [1.0]}})
 
     def bench_json(path):  # the option is checked before any benchmark runs
-        if bench.main(["tiny", "--quick", "--json", str(path)]) != 2:
+        if cli_main(["bench", "tiny", "--quick", "--json", str(path)]) != 2:
             raise AssertionError("bench accepted the output")
         raise ValueError("refused by bench")
 

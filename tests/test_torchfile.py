@@ -489,7 +489,7 @@ def test_convert_refuses_with_one_line_and_writes_nothing(torch, tmp_path, capsy
 
 
 def test_bench_reads_the_same_file_with_both_readers(torch):
-    from fundamentals.bench_files import bench_torch_load, format_table
+    from fundamentals.bench.files import bench_torch_load, format_table
 
     result = bench_torch_load(size_mb=4, repeats=1)
     assert result["tensors"] == 1 and 4.0 <= result["size_mb"] < 4.1  # one 1024 x 1024 float32 matrix

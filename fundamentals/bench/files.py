@@ -1,7 +1,7 @@
-"""Benchmark: reading a `.pth` file with `fm.torch_load` against PyTorch's `torch.load(weights_only=True)`.
+"""The .pth benchmark: reading a `.pth` file with `fm.torch_load` against PyTorch's `torch.load(weights_only=True)`.
 
 ```
-python -m fundamentals.bench_files            # a 100 MB state dict, median of 5 reads each
+python -m fundamentals.bench.files            # a 100 MB state dict, median of 5 reads each
 ```
 
 Both readers load the same file, alternating, in this process; each figure is the median of
@@ -32,7 +32,7 @@ def bench_torch_load(size_mb: float = 100, repeats: int = 5) -> dict:
     """
     import torch
 
-    from .torchfile import torch_load
+    from ..torchfile import torch_load
 
     if repeats < 1 or size_mb <= 0:
         raise ValueError(f"bench_torch_load: repeats must be >= 1 and size_mb > 0, got {repeats}, {size_mb}")

@@ -1,0 +1,54 @@
+"""The benchmark's worker entry point: `python -m fundamentals.bench --worker NAME JSON`.
+
+This is the one protocol between the benchmark and the processes it starts (`common.run_worker`
+is the other end): the parent passes a worker's name and its configuration as JSON, the worker
+prints its result as one line of JSON on stdout, last. Every framework runs this way, in its own
+interpreter, so thread pools and allocators never share a process. Any other arguments are
+`fundamentals bench`'s: `python -m fundamentals.bench loader --quick` is `fundamentals bench loader --quick`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from . import jax_side, torch_side
+
+WORKERS = {
+    "jax-tiny": lambda cfg: jax_side.training(cfg, "tiny"),
+    "jax-tiny-sync": lambda cfg: jax_side.training(cfg, "tiny", sync_dispatch=True),
+    "jax-wide": lambda cfg: jax_side.training(cfg, "wide"),
+    "jax-matmul": jax_side.matmuls,
+    "jax-compile": jax_side.compile_first_step,
+    "torch-tiny": lambda cfg: torch_side.training(cfg, "tiny"),
+    "torch-wide": lambda cfg: torch_side.training(cfg, "wide"),
+    "torch-matmul": torch_side.matmuls,
+    "torch-loader": torch_side.loader_epoch,
+    "loader": lambda cfg: _bench_loader(quick=cfg["quick"]),
+}
+
+
+def _bench_loader(quick: bool) -> dict:
+    from .loader import (
+        bench_loader,  # imports the library's DataLoader: only in this worker
+    )
+
+    return bench_loader(quick=quick)
+
+
+def worker_main(argv: list[str]) -> int:
+    """Run the worker `argv[0]` on the JSON config `argv[1]` and print its JSON result."""
+    if len(argv) != 2 or argv[0] not in WORKERS:
+        print(f"fundamentals bench: error: --worker takes one of {', '.join(WORKERS)} and a JSON config "
+              "(it is how the benchmark starts its own processes)", file=sys.stderr)
+        return 2
+    print(json.dumps(WORKERS[argv[0]](json.loads(argv[1]))))
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--worker"]:
+        sys.exit(worker_main(sys.argv[2:]))
+    from ..cli import main
+
+    sys.exit(main(["bench", *sys.argv[1:]]))

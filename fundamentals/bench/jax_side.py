@@ -1,0 +1,288 @@
+"""The JAX side of the benchmark: the workers that time our training, matmuls and compilation.
+
+Each function here runs in its own worker process (see `__main__.py`) and returns JSON-ready
+figures. JAX and the library are imported inside the functions, after the worker has set any
+configuration that must come before JAX starts.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+from .common import (
+    book_toy_dataset,
+    epoch_order,
+    figure,
+    matmul_blocks,
+    matmul_shapes,
+    time_blocks,
+    toy_like_data,
+    wide_data,
+)
+
+
+def _info() -> dict:
+    import jax
+
+    return {
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [{"platform": d.platform, "device_kind": d.device_kind, "id": d.id} for d in jax.devices()],
+    }
+
+
+def _setup() -> None:
+    import jax
+
+    # Full float32 matmuls on a GPU (no TF32), as PyTorch's default; no effect on a CPU.
+    jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def _epoch_clock(dataset, seed: int = 123):
+    """A shuffling sampler that notes when `fit` starts each epoch (fit calls its `set_epoch`).
+
+    It shuffles like `DataLoader(shuffle=True)` and keeps fit on its fused path, so one `fit`
+    call gives every epoch's wall time: the first holds the compilation, the rest are steady.
+    """
+    from .. import DistributedSampler
+
+    class EpochClock(DistributedSampler):
+        def set_epoch(self, epoch: int) -> None:
+            self.starts.append(time.perf_counter())
+            super().set_epoch(epoch)
+
+    clock = EpochClock(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
+    clock.starts = []
+    return clock
+
+
+def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
+    """Our variants of one training benchmark (`kind` is "tiny" or "wide").
+
+    With `sync_dispatch`, only the one-call-a-step variants, with JAX's CPU client built to run
+    each call in the calling thread instead of handing it to a worker thread (CPU only).
+    """
+    import equinox as eqx
+    import jax
+    import optax
+
+    if sync_dispatch:
+        # A property of the CPU client, read when it is created: set before any JAX work.
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+        if jax.default_backend() != "cpu":
+            return {"info": _info(), "figures": {}}
+    suffix, note = ("_sync", ", synchronous CPU dispatch") if sync_dispatch else ("", "")
+
+    from .. import (
+        ArrayDataset,
+        DataLoader,
+        NeuralNetwork,
+        TrainProgram,
+        cross_entropy,
+        fit,
+    )
+
+    _setup()
+    repeats = cfg["repeats"]
+    if kind == "tiny":
+        X, y = toy_like_data(cfg["rows"])
+        inputs, outputs, hidden, lr = 2, 2, (30, 20), 0.5
+    else:
+        X, y = wide_data(cfg["rows"], cfg["inputs"], cfg["outputs"])
+        inputs, outputs, hidden, lr = cfg["inputs"], cfg["outputs"], tuple(cfg["hidden"]), 0.1
+    batch_size = cfg["batch_size"]
+    optimizer = optax.sgd(lr)
+    batches = epoch_order(len(X), batch_size)
+    steps_per_epoch = len(batches)
+
+    def new_model():
+        return NeuralNetwork(inputs, outputs, hidden=hidden, key=jax.random.key(123))
+
+    figures = {}
+    variants = [("fit_per_step", False, ArrayDataset, "fit(fused=False): one jax.jit call a step")]
+    if not sync_dispatch:
+        variants.append(("fit_fused", True, ArrayDataset, "fit: ArrayDataset on the device, chunks of lax.scan"))
+    if kind == "tiny" and not sync_dispatch:
+        variants.append(("fit_book_class", True, book_toy_dataset(),
+                         "fit: the book's ToyDataset class (per-item __getitem__), host chunks"))
+    for name, fused, dataset_class, label in variants:
+        dataset = dataset_class(X, y)
+        clock = _epoch_clock(dataset)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=clock, drop_last=True)
+        num_epochs = 1 + cfg["epochs"]["per_step" if name == "fit_per_step" else "fused"]
+        model = jax.block_until_ready(new_model())
+        start = time.perf_counter()
+        trained, _ = fit(model, optimizer, loader, num_epochs=num_epochs, log=None, fused=fused)
+        jax.block_until_ready(trained)
+        end = time.perf_counter()
+        epochs = np.diff([*clock.starts, end])
+        steady = epochs[1:]  # the first epoch also traces and compiles
+        fixed = (end - start) - num_epochs * float(np.median(steady))
+        figures[name + suffix] = figure(label + note, steady.tolist(), per=steps_per_epoch, fixed_seconds=fixed)
+
+    # The compiled step and scan alone, on batches gathered beforehand: fit() minus its loop.
+    model = new_model()
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    steps = TrainProgram.create(model, optimizer)
+    param_leaves, opt_leaves = steps.init(model)
+    step_batches = [(X[i], y[i]) for i in batches]
+    Xs, ys = X[np.stack(batches)], y[np.stack(batches)]
+    step_ids = np.arange(steps_per_epoch, dtype=np.int32)
+    seed = np.uint32(0)
+
+    def raw_steps():
+        p, o = param_leaves, opt_leaves
+        for i, (features, labels) in enumerate(step_batches):
+            p, o, loss = steps.step(p, o, features, labels, step_ids[i], seed)
+        jax.block_until_ready((p, loss))
+
+    def raw_scan():
+        jax.block_until_ready(steps.chunk(param_leaves, opt_leaves, Xs, ys, step_ids, seed))
+
+    figures["jit_step" + suffix] = figure("jitted step alone, pre-made batches" + note,
+                                           time_blocks(raw_steps, repeats), per=steps_per_epoch)
+    if kind == "tiny" and not sync_dispatch:
+        # The same arguments and results as the step, and no math: what one jax.jit call costs here.
+        floor = jax.jit(lambda p, o, features, labels, step, seed: ([x + 1 for x in p], o, features[0, 0]))
+
+        def floor_calls():
+            p, o = param_leaves, opt_leaves
+            for i, (features, labels) in enumerate(step_batches):
+                p, o, loss = floor(p, o, features, labels, step_ids[i], seed)
+            jax.block_until_ready((p, loss))
+
+        figures["jit_floor"] = figure("jax.jit call floor: the step's arguments and results, no math",
+                                       time_blocks(floor_calls, repeats), per=steps_per_epoch)
+        figures["scan_epoch"] = figure("lax.scan epoch alone, pre-stacked batches", time_blocks(raw_scan, repeats),
+                                        per=steps_per_epoch)
+
+        # The idiomatic Equinox step: filter_jit over the whole model, as its tutorials write it.
+        @eqx.filter_jit
+        def filter_step(model, opt_state, features, labels):
+            loss, grads = eqx.filter_value_and_grad(lambda m: cross_entropy(m(features), labels))(model)
+            updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
+            return eqx.apply_updates(model, updates), opt_state, loss
+
+        def filter_steps():
+            m, o = model, opt_state
+            for features, labels in step_batches:
+                m, o, loss = filter_step(m, o, features, labels)
+            jax.block_until_ready(loss)
+
+        figures["filter_jit"] = figure("eqx.filter_jit step, pre-made batches", time_blocks(filter_steps, repeats),
+                                        per=steps_per_epoch)
+
+    if kind == "tiny" and not sync_dispatch:
+        figures["rerun_cell"] = _rerun_cell(repeats)
+    result = {"info": _info(), "steps_per_epoch": steps_per_epoch, "figures": figures}
+    if kind == "wide":
+        result["matmul"] = _matmul_rate(cfg["matmul_size"], cfg["matmul_block_seconds"], repeats)
+    return result
+
+
+def _rerun_cell(repeats: int) -> dict:
+    """The book's 3-epoch training cell run again, as a notebook re-runs it: new loader, model, optimizer."""
+    import jax
+    import optax
+
+    from .. import DataLoader, NeuralNetwork, ToyDataset, fit, toy_data
+
+    X_train, y_train, _, _ = toy_data()
+
+    def cell():
+        lines: list[str] = []  # the book prints its six log lines; collected here to keep stdout for the JSON
+        loader = DataLoader(ToyDataset(X_train, y_train), batch_size=2, shuffle=True, seed=123, drop_last=True)
+        model = NeuralNetwork(num_inputs=2, num_outputs=2, key=jax.random.key(123))
+        model, _ = fit(model, optax.sgd(learning_rate=0.5), loader, num_epochs=3, log=lines.append)
+        jax.block_until_ready(model)
+
+    start = time.perf_counter()
+    cell()
+    first = time.perf_counter() - start
+    samples = time_blocks(cell, repeats)
+    return {"label": "re-run of the book's 3-epoch fit cell (new model, new optax.sgd)", "seconds": statistics.median(samples),
+            "samples": samples, "first_seconds": first}
+
+
+def _matmul_rate(n: int, block_seconds: float, repeats: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    seconds = matmul_blocks(lambda: matmul(a, b), jax.block_until_ready, block_seconds, repeats)
+    return {"size": n, "seconds": seconds, "gflops": 2 * n**3 / seconds / 1e9}
+
+
+def matmuls(cfg: dict) -> dict:
+    """Exercise A.4 and square matmuls on every platform JAX has here (cpu, and gpu if any)."""
+    import jax
+    import jax.numpy as jnp
+
+    _setup()
+    matmul = jax.jit(jnp.matmul)
+    platforms = ["cpu"] + [p for p in ("gpu",) if _has_platform(p)]
+    results: dict = {}
+    for platform_name in platforms:
+        device = jax.devices(platform_name)[0]
+        rows = []
+        for shape in matmul_shapes(cfg["sizes"]):
+            (m, k), (_, n) = shape
+            a = jax.device_put(np.random.default_rng(0).standard_normal((m, k), dtype=np.float32), device)
+            b = jax.device_put(np.random.default_rng(1).standard_normal((k, n), dtype=np.float32), device)
+            seconds = matmul_blocks(lambda: matmul(a, b), jax.block_until_ready, cfg["block_seconds"], cfg["repeats"])
+            rows.append({"shape": shape, "seconds": seconds, "gflops": 2 * m * k * n / seconds / 1e9})
+        results[platform_name] = {"device": device.device_kind, "rows": rows}
+    return {"info": _info(), "platforms": results}
+
+
+def _has_platform(platform_name: str) -> bool:
+    import jax
+
+    try:
+        return len(jax.devices(platform_name)) > 0
+    except RuntimeError:
+        return False
+
+
+def compile_first_step(cfg: dict) -> dict:
+    """Time fit() to its first finished step in this fresh process, with the given cache folder."""
+    import jax
+    import optax
+
+    from .. import ArrayDataset, DataLoader, NeuralNetwork, fit
+    from ..train import enable_compilation_cache
+
+    enable_compilation_cache(cfg["cache_dir"])
+    durations: dict[str, float] = {}
+    hits: list[str] = []
+
+    def on_duration(event: str, seconds: float, **kwargs) -> None:
+        durations[event] = durations.get(event, 0.0) + seconds
+
+    def on_event(event: str, **kwargs) -> None:
+        if event == "/jax/compilation_cache/cache_hits":
+            hits.append(event)
+
+    X, y = toy_like_data(2)
+    loader = DataLoader(ArrayDataset(X, y), batch_size=2)
+    model = NeuralNetwork(2, 2, key=jax.random.key(123))
+    jax.block_until_ready(model)
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    jax.monitoring.register_event_listener(on_event)
+    start = time.perf_counter()
+    model, history = fit(model, optax.sgd(0.5), loader, num_epochs=1, log=None, fused=False)
+    jax.block_until_ready(model)
+    total = time.perf_counter() - start
+    return {
+        "info": _info(),
+        "first_step_seconds": total,
+        "trace_seconds": durations.get("/jax/core/compile/jaxpr_trace_duration", 0.0),
+        "lower_seconds": durations.get("/jax/core/compile/jaxpr_to_mlir_module_duration", 0.0),
+        "compile_seconds": durations.get("/jax/core/compile/backend_compile_duration", 0.0),
+        "cache_hits": len(hits),
+    }

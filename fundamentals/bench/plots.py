@@ -1,0 +1,54 @@
+"""The benchmark's plot: per-step time by variant as horizontal bars on a log scale, to a PNG."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from .._files import atomic_write_bytes
+from .common import BenchError
+from .report import format_number, order_figures
+
+__all__ = ["plot"]
+
+
+def plot(results: dict, path: str) -> None:
+    """Per-step time of every variant of `tiny` and `wide` (or else the JAX CPU matmuls) as bars, to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for name, unit, scale in (("tiny", "µs", 1e6), ("wide", "ms", 1e3)):
+        if name in results:
+            figures = results[name]["figures"]
+            bars = [(figures[k]["label"], figures[k]["seconds_per_step"] * scale) for k in order_figures(figures)
+                    if "seconds_per_step" in figures[k]]
+            panels.append((f"{name}: {unit} per step, shorter is faster (log scale)", bars))
+    if not panels and "matmul" in results:
+        rows = results["matmul"]["jax"]["platforms"]["cpu"]["rows"]
+        panels.append(("matmul, JAX CPU: ms (log scale)",
+                       [(f"{r['shape'][0][0]}×{r['shape'][0][1]}·{r['shape'][1][1]}", r["seconds"] * 1e3) for r in rows]))
+    if not panels:
+        raise BenchError("--plot needs the tiny, wide or matmul benchmark")
+    figure, axes = plt.subplots(len(panels), 1, figsize=(9, 1.2 + 0.45 * sum(len(b) for _, b in panels) + 0.6 * len(panels)),
+                                squeeze=False)
+    for axis, (title, bars) in zip(axes[:, 0], panels):
+        labels, values = zip(*bars)
+        positions = np.arange(len(bars))
+        axis.barh(positions, values, color=["#d95f02" if "PyTorch" in l or "torch" in l else "#1b9e77" for l in labels])
+        axis.set_yticks(positions, labels, fontsize=8)
+        axis.invert_yaxis()
+        axis.set_xscale("log")
+        # Bars on a log axis start at its left edge: fix the edges so lengths compare fairly.
+        axis.set_xlim(min(values) / 3, max(values) * 4)
+        axis.set_title(title, fontsize=10)
+        for position, value in zip(positions, values):
+            axis.text(value, position, f" {format_number(value, 2)}", va="center", fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()  # rendered in memory, then written atomically like every other output
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,178 @@
+"""The PyTorch side of the benchmark: the workers that time PyTorch's training, matmuls and DataLoader.
+
+Each function here runs in its own worker process (see `__main__.py`) and returns JSON-ready
+figures, or `{"missing": "torch"}` when PyTorch cannot be imported. torch is imported inside the
+functions only: the library never imports it at module level.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+
+from ..testing import torch_network
+from .common import (
+    book_toy_dataset,
+    epoch_order,
+    figure,
+    matmul_blocks,
+    matmul_shapes,
+    time_blocks,
+    toy_like_data,
+    wide_data,
+)
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _info(torch, device) -> dict:
+    info = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["device_kind"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _device(torch):
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _sync(torch, device):
+    if device.type == "cuda":
+        return lambda *_: torch.cuda.synchronize(device)
+    return lambda *_: None
+
+
+def training(cfg: dict, kind: str) -> dict:
+    """PyTorch's variants of one training benchmark (`kind` is "tiny" or "wide"): eager steps, the book's loop."""
+    torch = _import_torch()
+    if torch is None:
+        return {"missing": "torch"}
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    device = _device(torch)
+    sync = _sync(torch, device)
+    repeats = cfg["repeats"]
+    if kind == "tiny":
+        X, y = toy_like_data(cfg["rows"])
+        inputs, outputs, hidden, lr = 2, 2, (30, 20), 0.5
+    else:
+        X, y = wide_data(cfg["rows"], cfg["inputs"], cfg["outputs"])
+        inputs, outputs, hidden, lr = cfg["inputs"], cfg["outputs"], tuple(cfg["hidden"]), 0.1
+    batch_size = cfg["batch_size"]
+    batches = epoch_order(len(X), batch_size)
+    X_cpu, y_cpu = torch.from_numpy(X), torch.from_numpy(y)
+    on_device = [(X_cpu[i].to(device), y_cpu[i].to(device)) for i in (torch.from_numpy(b) for b in batches)]
+
+    torch.manual_seed(123)
+    model = torch_network(torch, inputs, outputs, hidden).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+
+    def steps(net):
+        def run():
+            for features, labels in on_device:
+                logits = net(features)
+                loss = F.cross_entropy(logits, labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            sync()
+
+        return run
+
+    def book_loop(loader):
+        def run():
+            losses = []
+            model.train()
+            for features, labels in loader:
+                features, labels = features.to(device), labels.to(device)
+                logits = model(features)
+                loss = F.cross_entropy(logits, labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())  # what the book's log line reads every step (and fit's history)
+            sync()
+
+        return run
+
+    tensor_loader = DataLoader(TensorDataset(X_cpu, y_cpu), batch_size=batch_size, shuffle=True, drop_last=True)
+    book_dataset = book_toy_dataset(torch.utils.data.Dataset)(X_cpu, y_cpu)
+    book_loader = DataLoader(book_dataset, batch_size=batch_size, shuffle=True, drop_last=True)
+
+    n = len(batches)
+    figures = {
+        "eager_step": figure("PyTorch eager step (zero_grad/backward/step), pre-made batches",
+                              time_blocks(steps(model), repeats), per=n),
+        "eager_loop": figure("PyTorch eager, the book's loop (TensorDataset, DataLoader, loss.item())",
+                              time_blocks(book_loop(tensor_loader), repeats), per=n),
+    }
+    if kind == "tiny":
+        figures["eager_loop_book_class"] = figure(
+            "PyTorch eager, the book's loop over the book's ToyDataset class", time_blocks(book_loop(book_loader), repeats),
+            per=n)
+    if cfg.get("torch_compile"):
+        try:
+            compiled = torch.compile(model)
+            figures["compiled_step"] = figure("torch.compile(model) step, pre-made batches",
+                                               time_blocks(steps(compiled), repeats), per=n)
+        except Exception as error:  # inductor needs a C++ compiler; report why instead of failing
+            figures["compiled_step"] = {"label": "torch.compile(model) step", "error": str(error).splitlines()[0][:200]}
+    result = {"info": _info(torch, device), "steps_per_epoch": n, "figures": figures}
+    if kind == "wide":
+        size = cfg["matmul_size"]
+        a = torch.randn(size, size, device=device)
+        b = torch.randn(size, size, device=device)
+        seconds = matmul_blocks(lambda: a @ b, sync, cfg["matmul_block_seconds"], repeats)
+        result["matmul"] = {"size": size, "seconds": seconds, "gflops": 2 * size**3 / seconds / 1e9}
+    return result
+
+
+def matmuls(cfg: dict) -> dict:
+    """Exercise A.4 and square matmuls on the CPU, and on the GPU if PyTorch sees one."""
+    torch = _import_torch()
+    if torch is None:
+        return {"missing": "torch"}
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    results = {}
+    for device in devices:
+        sync = _sync(torch, device)
+        rows = []
+        for shape in matmul_shapes(cfg["sizes"]):
+            (m, k), (_, n) = shape
+            a = torch.from_numpy(np.random.default_rng(0).standard_normal((m, k), dtype=np.float32)).to(device)
+            b = torch.from_numpy(np.random.default_rng(1).standard_normal((k, n), dtype=np.float32)).to(device)
+            seconds = matmul_blocks(lambda: a @ b, sync, cfg["block_seconds"], cfg["repeats"])
+            rows.append({"shape": shape, "seconds": seconds, "gflops": 2 * m * k * n / seconds / 1e9})
+        name = "gpu" if device.type == "cuda" else "cpu"
+        kind = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        results[name] = {"device": kind, "rows": rows}
+    return {"info": _info(torch, _device(torch)), "platforms": results}
+
+
+def loader_epoch(cfg: dict) -> dict:
+    """The median shuffled epoch of `torch.utils.data.DataLoader(TensorDataset(X, y))`, on the
+    same arrays as `loader.bench_loader` times ours on."""
+    torch = _import_torch()
+    if torch is None:
+        return {"missing": "torch"}
+    from torch.utils.data import DataLoader, TensorDataset
+
+    X, y = wide_data(cfg["num_samples"], cfg["num_features"], 10)
+    torch.manual_seed(0)
+    loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=cfg["batch_size"],
+                        shuffle=True, num_workers=0)
+
+    def run_epoch():
+        for _batch in loader:
+            pass
+
+    seconds = statistics.median(time_blocks(run_epoch, cfg["repeats"]))
+    return {"seconds": seconds, "torch": torch.__version__, "threads": torch.get_num_threads()}
