@@ -2,24 +2,21 @@
 
 Tensors are immutable `jax.Array`s, `jax.grad` replaces autograd, the network is an Equinox
 module, Optax runs SGD, and a NumPy batch iterator reproduces `torch.utils.data.DataLoader`.
+Public names are re-exported here; nothing is defined here.
 """
 
+from . import _startup  # noqa: F401 - first: Ctrl-C while the command imports JAX exits with one line
+
+# isort: split
 from ._metadata import version as _version
-
-__version__ = _version()
-
-from . import _startup  # first: Ctrl-C while the command imports JAX exits with one line
-
-from .tensors import default_float_dtype, default_int_dtype, from_numpy, tensor, to_numpy
-from .losses import binary_cross_entropy, check_labels, cross_entropy
 from .autograd import ComputationGraph, computation_graph, logistic_regression_loss
-from .nn import NeuralNetwork, ReLU, count_parameters, load_state_dict, state_dict
-from .data import ArrayDataset, DataLoader, Dataset, ToyDataset, default_collate
-from .samplers import DistributedSampler, SamplerIndexError
-from .datasets import toy_data
 from .checkpoint import CheckpointError, load_model, save_model
-from .torchfile import TorchFileError, UnsafeFileError, torch_load, torch_save
-from .train import TrainingDivergedError, TrainProgram, compute_accuracy, fit, predict, predict_proba
+from .data import ArrayDataset, DataLoader, Dataset, ToyDataset, default_collate
+from .datasets import toy_data
+from .launch import init_distributed, launch
+from .losses import binary_cross_entropy, check_labels, cross_entropy
+from .nn import NeuralNetwork, ReLU, count_parameters, load_state_dict, state_dict
+from .samplers import DistributedSampler, SamplerIndexError
 from .sharding import (
     batch_sharding,
     check_batch_size,
@@ -29,4 +26,70 @@ from .sharding import (
     shard_batch,
     to_device,
 )
-from .launch import init_distributed, launch
+from .tensors import (
+    default_float_dtype,
+    default_int_dtype,
+    from_numpy,
+    tensor,
+    to_numpy,
+)
+from .torchfile import TorchFileError, UnsafeFileError, torch_load, torch_save
+from .train import (
+    TrainingDivergedError,
+    TrainProgram,
+    compute_accuracy,
+    fit,
+    predict,
+    predict_proba,
+)
+
+__version__ = _version()
+
+__all__ = [
+    "ArrayDataset",
+    "CheckpointError",
+    "ComputationGraph",
+    "DataLoader",
+    "Dataset",
+    "DistributedSampler",
+    "NeuralNetwork",
+    "ReLU",
+    "SamplerIndexError",
+    "TorchFileError",
+    "ToyDataset",
+    "TrainProgram",
+    "TrainingDivergedError",
+    "UnsafeFileError",
+    "batch_sharding",
+    "binary_cross_entropy",
+    "check_batch_size",
+    "check_labels",
+    "computation_graph",
+    "compute_accuracy",
+    "count_parameters",
+    "cross_entropy",
+    "data_mesh",
+    "default_collate",
+    "default_device",
+    "default_float_dtype",
+    "default_int_dtype",
+    "fit",
+    "from_numpy",
+    "init_distributed",
+    "launch",
+    "load_model",
+    "load_state_dict",
+    "logistic_regression_loss",
+    "predict",
+    "predict_proba",
+    "replicated_sharding",
+    "save_model",
+    "shard_batch",
+    "state_dict",
+    "tensor",
+    "to_device",
+    "to_numpy",
+    "toy_data",
+    "torch_load",
+    "torch_save",
+]

@@ -24,15 +24,25 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save
 
 from ._files import atomic_write_bytes
-from .nn import NeuralNetwork, _named_arrays, load_state_dict, parameter_shapes, state_dict
+from .nn import (
+    NeuralNetwork,
+    _named_arrays,
+    load_state_dict,
+    parameter_shapes,
+    state_dict,
+)
+from .torchfile import TorchFileError, is_torch_file, torch_load, torch_save
 
 __all__ = ["save_model", "load_model", "CheckpointError", "save_checkpoint", "load_checkpoint", "atomic_write_bytes"]
 
@@ -46,16 +56,12 @@ class CheckpointError(ValueError):
 
 
 def _serialise(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
-    from safetensors.numpy import save
-
     # safetensors wants C-contiguous arrays. Not np.ascontiguousarray: it turns a 0-d array
     # (Adam's step count) into shape (1,), and the checkpoint then no longer fits the optimizer.
     return save({k: np.require(v, requirements="C") for k, v in tensors.items()}, metadata=metadata)
 
 
 def _read(path: str | os.PathLike, what: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} file not found: {path}")
@@ -162,10 +168,6 @@ def save_model(model, path: str | os.PathLike) -> Path:
             + ("; for a PyTorch module, save model.state_dict() with torch.save" if hasattr(model, "state_dict") else "")
         )
     if Path(path).suffix.lower() in _TORCH_SUFFIXES:
-        from collections import OrderedDict
-
-        from .torchfile import torch_save
-
         return torch_save(OrderedDict(arrays), path)  # torch's state_dict is an OrderedDict
     metadata = {"format": _FORMAT}
     architecture = _architecture(model)
@@ -176,8 +178,6 @@ def save_model(model, path: str | os.PathLike) -> Path:
 
 def _read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A `.pth` file's state dict (key -> array), read without torch; a clear error for anything else."""
-    from .torchfile import TorchFileError, torch_load
-
     try:
         state = torch_load(path)
     except TorchFileError as error:
@@ -194,8 +194,6 @@ def _read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def _is_torch_file(path: str | os.PathLike) -> bool:
-    from .torchfile import is_torch_file
-
     path = Path(path)
     return path.is_file() and is_torch_file(path)
 
@@ -268,10 +266,6 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike) -> tuple[
     if destination.is_dir():
         raise IsADirectoryError(f"cannot write {destination}: it is a folder, not a file name")
     if destination.suffix.lower() in _TORCH_SUFFIXES:
-        from collections import OrderedDict
-
-        from .torchfile import torch_save
-
         return len(tensors), torch_save(OrderedDict(tensors), destination)
     try:
         data = _serialise(tensors, metadata)

@@ -3,11 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import sys
+from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+import jax
+import numpy as np
+import optax
+
+from . import _limits
+from . import checkpoint as checkpoint_module
+from ._files import atomic_write_bytes, check_output_path
+from ._startup import restore_default_handler
+from .bench import SECTIONS
+from .bench.runner import run_command
+from .checkpoint import CheckpointError, convert
+from .data import ArrayDataset, DataLoader
+from .datasets import load_dataset
+from .doctor import doctor
+from .launch import launch
+from .nn import NeuralNetwork, count_parameters, parameter_count
+from .samplers import DistributedSampler
+from .sharding import data_mesh
+from .train import TrainingDivergedError, compute_accuracy, fit
+
+__all__ = ["main", "build_parser", "enable_compilation_cache", "default_cache_dir"]
+
+
+def default_cache_dir() -> str:
+    """Where the CLI keeps JAX's persistent compilation cache: `$XDG_CACHE_HOME/fundamentals/jax`."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fundamentals", "jax")
+
+
+def enable_compilation_cache(directory: str | None = None) -> str:
+    """Turn on JAX's persistent compilation cache, with thresholds low enough to cache small steps.
+
+    A compiled train step is then read from disk on the next run instead of compiled again
+    (about 0.3 s cold against about 0.01 s warm for the book's step on a CPU). JAX's defaults
+    skip entries that compiled in under a second, which is every step of a small model, so
+    the minimum compile time and entry size are set to zero here.
+
+    **Returns:** the cache directory.
+    """
+    directory = directory or default_cache_dir()
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    return directory
 
 
 class CLIError(Exception):
@@ -65,8 +110,6 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 
 def _bounded_layers(sizes: tuple[int, ...]) -> tuple[int, ...]:
-    from . import _limits
-
     try:
         limit = _limits.max_layer_size()
     except ValueError as error:
@@ -124,8 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("destination", metavar="DST", help="the file to write")
     convert.set_defaults(handler=_run_convert)
 
-    from .bench import SECTIONS
-
     bench = commands.add_parser(
         "bench",
         help="benchmark jit-compiled JAX training against PyTorch (fundamentals bench --help)",
@@ -165,8 +206,6 @@ def _run_train(args: argparse.Namespace) -> int:
         return _train(0, args)
     # Like the book's mp.spawn(main, nprocs=world_size): each process runs _train with its rank.
     # The parent starts no JAX backend itself, so on a GPU machine the devices stay free.
-    from .launch import launch
-
     try:
         launch(_train, args.num_processes, args, devices_per_process=args.devices_per_process)
     except RuntimeError as error:
@@ -176,8 +215,6 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before training, outputs that could not be written or that would overwrite an input."""
-    from ._files import check_output_path
-
     outputs = [(option, path) for option, path in
                (("--out", args.out), ("--checkpoint", args.checkpoint), ("--plot", args.plot)) if path is not None]
     for option, path in outputs:
@@ -203,9 +240,6 @@ def _same_file(first: str, second: str) -> bool:
 
 def _check_sizes(args: argparse.Namespace, split) -> None:
     """Refuse, before anything is allocated, a network over the documented size limits."""
-    from . import _limits
-    from .nn import parameter_count
-
     num_classes = int(max(split.y_train.max(), split.y_test.max())) + 1
     try:
         _limits.check_parameter_count(parameter_count(split.X_train.shape[1], num_classes, args.hidden), "the network")
@@ -225,8 +259,6 @@ def _rank_reason(message: str) -> str:
 
 
 def _load_split(args: argparse.Namespace):
-    from .datasets import load_dataset
-
     try:
         return load_dataset(args.data, target=args.target, seed=args.seed)
     except (FileNotFoundError, ValueError, ImportError) as error:
@@ -235,15 +267,6 @@ def _load_split(args: argparse.Namespace):
 
 def _train(rank: int, args: argparse.Namespace) -> int:
     """One process of `fundamentals train` (the only one, or rank `rank` of a launched run)."""
-    import jax
-    import optax
-
-    from . import checkpoint as checkpoint_module
-    from .data import ArrayDataset, DataLoader
-    from .samplers import DistributedSampler
-    from .nn import NeuralNetwork, count_parameters
-    from .train import TrainingDivergedError, compute_accuracy, enable_compilation_cache, fit
-
     if not args.no_cache:
         enable_compilation_cache()
     split = _load_split(args)
@@ -264,8 +287,6 @@ def _train(rank: int, args: argparse.Namespace) -> int:
     train_set = ArrayDataset(split.X_train, split.y_train)
     mesh = None
     if distributed:
-        from .sharding import data_mesh
-
         mesh = data_mesh()
         sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed)
         train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=drop_last)
@@ -325,12 +346,6 @@ def _plot_loss(losses, steps_per_epoch: int, path: str, title: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise CLIError("--plot needs matplotlib: pip install matplotlib") from None
-    import io
-
-    import numpy as np
-
-    from ._files import atomic_write_bytes
-
     figure, axis = plt.subplots(figsize=(6, 3.5))
     steps = np.arange(1, len(losses) + 1)
     axis.plot(steps, losses, lw=1, label="per step")
@@ -350,10 +365,6 @@ def _plot_loss(losses, steps_per_epoch: int, path: str, title: str) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .checkpoint import CheckpointError, convert
-
     try:
         count, written = convert(args.source, args.destination)
     except (FileNotFoundError, IsADirectoryError, CheckpointError, TypeError) as error:
@@ -364,20 +375,14 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from .bench.runner import run_command
-
     return run_command(args)
 
 
 def _run_doctor(args: argparse.Namespace) -> int:
-    from .doctor import doctor
-
     return doctor()
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._startup import restore_default_handler
-
     restore_default_handler()  # from here on, Ctrl-C is a KeyboardInterrupt, handled below
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()

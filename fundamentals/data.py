@@ -36,6 +36,8 @@ import collections.abc
 import concurrent.futures
 import copy
 import itertools
+import multiprocessing
+import multiprocessing.context
 import threading
 from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
@@ -410,9 +412,6 @@ class DataLoader:
                     "DataLoader: multiprocessing_context can only be used with multi-process loading "
                     f"(num_workers > 0), but got num_workers={num_workers}"
                 )
-            import multiprocessing
-            import multiprocessing.context
-
             if isinstance(multiprocessing_context, str):
                 methods = multiprocessing.get_all_start_methods()
                 if multiprocessing_context not in methods:

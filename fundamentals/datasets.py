@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -176,8 +177,6 @@ def _load_csv(path: Path, target: str | None, seed: int) -> Split:
 
 
 def _load_npz(path: Path, seed: int) -> Split:
-    import zipfile
-
     if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
         raise ValueError(f"cannot read NPZ file {path}: it is not a zip archive (an .npz is one, as np.savez writes)")
     try:

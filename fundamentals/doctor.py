@@ -12,6 +12,7 @@ import importlib.metadata
 import platform
 from typing import Callable
 
+import jax
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
@@ -56,8 +57,6 @@ def doctor(print_fn: Callable[[str], None] = print) -> int:
         print_fn(f"[{'OK' if ok else 'FAIL'}] {name} {version} ({minimum or 'any version'})")
 
     try:
-        import jax
-
         backend = jax.default_backend()
         devices = jax.devices()
     except Exception as error:  # noqa: BLE001

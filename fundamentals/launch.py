@@ -54,13 +54,16 @@ import tempfile
 import threading
 import time
 import traceback
+from multiprocessing import (
+    spawn,  # how mp.spawn lets children import the parent's __main__
+)
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 
-from ._files import atomic_write_bytes
 from ._checks import check_int, check_number
 from ._checks import is_int as _is_int
+from ._files import atomic_write_bytes
 
 __all__ = ["init_distributed", "launch"]
 
@@ -201,7 +204,9 @@ def _use_gloo_on_cpu() -> None:
 
 
 def _backend_started() -> bool:
-    from jax._src import xla_bridge
+    from jax._src import (
+        xla_bridge,  # JAX's private API: imported only when asked, so a change breaks only this
+    )
 
     return xla_bridge.backends_are_initialized()
 
@@ -503,8 +508,6 @@ def launch(
     payload = _pickle_payload(fn, args)
     port = _free_port() if port is None else int(port)
 
-    from multiprocessing import spawn  # how mp.spawn lets children import the parent's __main__
-
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     child_env = dict(os.environ)
     child_env.update(env or {})
@@ -671,8 +674,6 @@ def _child_main() -> None:
             initialization_timeout=setup["initialization_timeout"],
             heartbeat_timeout_seconds=setup["heartbeat_timeout_seconds"],
         )
-        from multiprocessing import spawn
-
         spawn.prepare(setup["preparation"])  # sys.path, cwd, and the parent's script as __mp_main__
         fn, args = pickle.loads(payload)
         result = fn(rank, *args)

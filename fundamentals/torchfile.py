@@ -41,6 +41,9 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from ._files import atomic_write_bytes
+from .tensors import to_numpy
+
 __all__ = ["torch_load", "torch_save", "TorchFileError", "UnsafeFileError", "is_torch_file"]
 
 
@@ -545,7 +548,6 @@ def _load_legacy(file, file_size: int):
         raise TorchFileError("legacy big-endian files are not supported; " + _SAVE_HINT)
     pending: dict[str, tuple[np.dtype, int]] = {}
     storages: dict[str, _Storage] = {}
-    views: list[tuple[_Storage, str, int, int]] = []
 
     def load_storage(storage_type, key, location, numel, view_metadata=None, *rest):
         if not isinstance(storage_type, _StorageType):
@@ -752,8 +754,6 @@ class _PickleWriter:
             out += b"t"
 
     def tensor(self, value, where: str):
-        from .tensors import to_numpy
-
         if isinstance(value, (np.generic, np.ndarray)) or hasattr(value, "__array__"):
             array = to_numpy(value)
         else:
@@ -836,8 +836,6 @@ def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     **Raises:** `TypeError` naming where in `obj` a value is neither (an object, a set, a
     dtype torch lacks); `ValueError` for a container that contains itself.
     """
-    from ._files import atomic_write_bytes
-
     writer = _PickleWriter()
     writer.save(obj, "")
     writer.out += b"."

@@ -52,13 +52,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from ._checks import check_int
 from ._fingerprint import fingerprint
-from .losses import check_labels, cross_entropy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import reads_arrays
+from .losses import check_labels, cross_entropy
 from .sharding import Placement, host_copy, local_copy
 
 __all__ = [
@@ -69,7 +70,6 @@ __all__ = [
     "TrainProgram",
     "TrainingDivergedError",
     "format_step_log",
-    "enable_compilation_cache",
 ]
 
 # Steps fused into one compiled call are bounded by the bytes of their stacked batches.
@@ -649,8 +649,6 @@ def compute_accuracy(model, loader, mesh=None) -> float:
         correct += int(_count_correct(model, np.asarray(features), labels))
         total += labels.shape[0]
     if mesh is not None and jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         counts = multihost_utils.process_allgather(np.array([correct, total], dtype=np.int64))
         correct, total = (int(v) for v in np.asarray(counts).reshape(-1, 2).sum(axis=0))
     if total == 0:
@@ -672,28 +670,3 @@ def predict_proba(model, X) -> np.ndarray:
 def predict(model, X) -> np.ndarray:
     """Predicted class labels for `X`: `torch.argmax(model(X), dim=1)`."""
     return np.asarray(jnp.argmax(_logits(eqx.nn.inference_mode(model), jnp.asarray(X)), axis=-1))
-
-
-def default_cache_dir() -> str:
-    """Where the CLI keeps JAX's persistent compilation cache: `$XDG_CACHE_HOME/fundamentals/jax`."""
-    import os
-
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fundamentals", "jax")
-
-
-def enable_compilation_cache(directory: str | None = None) -> str:
-    """Turn on JAX's persistent compilation cache, with thresholds low enough to cache small steps.
-
-    A compiled train step is then read from disk on the next run instead of compiled again
-    (about 0.3 s cold against about 0.01 s warm for the book's step on a CPU). JAX's defaults
-    skip entries that compiled in under a second, which is every step of a small model, so
-    the minimum compile time and entry size are set to zero here.
-
-    **Returns:** the cache directory.
-    """
-    directory = directory or default_cache_dir()
-    jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    return directory

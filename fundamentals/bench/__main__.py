@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import sys
 
+from ..cli import main
 from . import jax_side, torch_side
+from .loader import bench_loader
 
 WORKERS = {
     "jax-tiny": lambda cfg: jax_side.training(cfg, "tiny"),
@@ -24,16 +26,8 @@ WORKERS = {
     "torch-wide": lambda cfg: torch_side.training(cfg, "wide"),
     "torch-matmul": torch_side.matmuls,
     "torch-loader": torch_side.loader_epoch,
-    "loader": lambda cfg: _bench_loader(quick=cfg["quick"]),
+    "loader": lambda cfg: bench_loader(quick=cfg["quick"]),
 }
-
-
-def _bench_loader(quick: bool) -> dict:
-    from .loader import (
-        bench_loader,  # imports the library's DataLoader: only in this worker
-    )
-
-    return bench_loader(quick=quick)
 
 
 def worker_main(argv: list[str]) -> int:
@@ -49,6 +43,4 @@ def worker_main(argv: list[str]) -> int:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
         sys.exit(worker_main(sys.argv[2:]))
-    from ..cli import main
-
     sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,8 +1,8 @@
 """The JAX side of the benchmark: the workers that time our training, matmuls and compilation.
 
 Each function here runs in its own worker process (see `__main__.py`) and returns JSON-ready
-figures. JAX and the library are imported inside the functions, after the worker has set any
-configuration that must come before JAX starts.
+figures. Importing JAX starts no backend: a worker may still set configuration that must come
+before the first JAX computation (`jax_cpu_enable_async_dispatch`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,24 @@ from __future__ import annotations
 import statistics
 import time
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
+from .. import (
+    ArrayDataset,
+    DataLoader,
+    DistributedSampler,
+    NeuralNetwork,
+    ToyDataset,
+    TrainProgram,
+    cross_entropy,
+    fit,
+    toy_data,
+)
+from ..cli import enable_compilation_cache
 from .common import (
     book_toy_dataset,
     epoch_order,
@@ -25,7 +41,6 @@ from .common import (
 
 
 def _info() -> dict:
-    import jax
 
     return {
         "jax": jax.__version__,
@@ -35,7 +50,6 @@ def _info() -> dict:
 
 
 def _setup() -> None:
-    import jax
 
     # Full float32 matmuls on a GPU (no TF32), as PyTorch's default; no effect on a CPU.
     jax.config.update("jax_default_matmul_precision", "highest")
@@ -47,8 +61,6 @@ def _epoch_clock(dataset, seed: int = 123):
     It shuffles like `DataLoader(shuffle=True)` and keeps fit on its fused path, so one `fit`
     call gives every epoch's wall time: the first holds the compilation, the rest are steady.
     """
-    from .. import DistributedSampler
-
     class EpochClock(DistributedSampler):
         def set_epoch(self, epoch: int) -> None:
             self.starts.append(time.perf_counter())
@@ -65,25 +77,12 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
     With `sync_dispatch`, only the one-call-a-step variants, with JAX's CPU client built to run
     each call in the calling thread instead of handing it to a worker thread (CPU only).
     """
-    import equinox as eqx
-    import jax
-    import optax
-
     if sync_dispatch:
         # A property of the CPU client, read when it is created: set before any JAX work.
         jax.config.update("jax_cpu_enable_async_dispatch", False)
         if jax.default_backend() != "cpu":
             return {"info": _info(), "figures": {}}
     suffix, note = ("_sync", ", synchronous CPU dispatch") if sync_dispatch else ("", "")
-
-    from .. import (
-        ArrayDataset,
-        DataLoader,
-        NeuralNetwork,
-        TrainProgram,
-        cross_entropy,
-        fit,
-    )
 
     _setup()
     repeats = cfg["repeats"]
@@ -185,11 +184,6 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
 
 def _rerun_cell(repeats: int) -> dict:
     """The book's 3-epoch training cell run again, as a notebook re-runs it: new loader, model, optimizer."""
-    import jax
-    import optax
-
-    from .. import DataLoader, NeuralNetwork, ToyDataset, fit, toy_data
-
     X_train, y_train, _, _ = toy_data()
 
     def cell():
@@ -208,8 +202,6 @@ def _rerun_cell(repeats: int) -> dict:
 
 
 def _matmul_rate(n: int, block_seconds: float, repeats: int) -> dict:
-    import jax
-    import jax.numpy as jnp
 
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
@@ -220,9 +212,6 @@ def _matmul_rate(n: int, block_seconds: float, repeats: int) -> dict:
 
 def matmuls(cfg: dict) -> dict:
     """Exercise A.4 and square matmuls on every platform JAX has here (cpu, and gpu if any)."""
-    import jax
-    import jax.numpy as jnp
-
     _setup()
     matmul = jax.jit(jnp.matmul)
     platforms = ["cpu"] + [p for p in ("gpu",) if _has_platform(p)]
@@ -241,7 +230,6 @@ def matmuls(cfg: dict) -> dict:
 
 
 def _has_platform(platform_name: str) -> bool:
-    import jax
 
     try:
         return len(jax.devices(platform_name)) > 0
@@ -251,12 +239,6 @@ def _has_platform(platform_name: str) -> bool:
 
 def compile_first_step(cfg: dict) -> dict:
     """Time fit() to its first finished step in this fresh process, with the given cache folder."""
-    import jax
-    import optax
-
-    from .. import ArrayDataset, DataLoader, NeuralNetwork, fit
-    from ..train import enable_compilation_cache
-
     enable_compilation_cache(cfg["cache_dir"])
     durations: dict[str, float] = {}
     hits: list[str] = []

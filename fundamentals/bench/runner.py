@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+from importlib import metadata
 
 from .._files import atomic_write_bytes, check_output_path
 from .common import (
@@ -125,8 +126,6 @@ def _compile_section(cfg: dict) -> dict:
 
 
 def _machine(results: dict) -> dict:
-    from importlib import metadata
-
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
