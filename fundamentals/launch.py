@@ -498,7 +498,7 @@ def launch(
     num_processes = check_int("launch: num_processes", num_processes, 1)
     devices_per_process = check_int("launch: devices_per_process", devices_per_process, 1)
     if timeout is not None:
-        timeout = check_number("launch: timeout", timeout, above=0, unit="seconds, or None")
+        check_number("launch: timeout", timeout, above=0, unit="seconds, or None")
     if port is not None and (not _is_int(port) or not 0 < port < 65536):
         raise ValueError(f"launch: port must be an int in 1..65535 or None, got {port!r}")
     heartbeat_timeout_seconds = check_int("launch: heartbeat_timeout_seconds", heartbeat_timeout_seconds, 1)
