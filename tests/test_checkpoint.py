@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import fundamentals as fm
-from helpers import torch_network
+
+from .helpers import torch_network
 
 
 def test_round_trip_is_exact_and_rebuilds_the_architecture(tmp_path):

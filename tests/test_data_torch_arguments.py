@@ -120,7 +120,7 @@ def test_worker_init_fn_runs_in_each_worker_thread_before_its_first_batch(datase
 
     loader = fm.DataLoader(dataset, batch_size=1, num_workers=2, worker_init_fn=worker_init_fn,
                            persistent_workers=persistent)
-    for epoch in range(2):
+    for _ in range(2):
         assert [y.tolist() for _, y in loader] == [[0], [0], [0], [1], [1]]
     ids = [worker_id for worker_id, _ in calls]
     threads = {thread for _, thread in calls}

@@ -7,7 +7,8 @@ import optax
 import pytest
 
 import fundamentals as fm
-from helpers import ReplaySampler
+
+from .helpers import ReplaySampler
 
 
 def classification(n=203, features=5, classes=3, seed=0):
@@ -235,7 +236,7 @@ def test_a_cached_program_applies_the_new_optimizer_settings_exactly():
     for lr in (0.3, 0.7):
         trained, _ = fm.fit(model, optax.sgd(lr), [(X, y)], num_epochs=1, log=None)
         grads = jax.grad(lambda m: fm.cross_entropy(m(X), y))(model)
-        expected = jax.tree_util.tree_map(lambda p, g: p - lr * g, fm.state_dict(model), fm.state_dict(grads))
+        expected = jax.tree_util.tree_map(lambda p, g, lr=lr: p - lr * g, fm.state_dict(model), fm.state_dict(grads))
         for key, value in fm.state_dict(trained).items():
             np.testing.assert_allclose(value, expected[key], rtol=1e-6, atol=1e-7)
 

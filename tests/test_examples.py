@@ -18,7 +18,8 @@ import optax
 import pytest
 
 import fundamentals as fm
-from helpers import ReplaySampler
+
+from .helpers import ReplaySampler
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
@@ -114,7 +115,7 @@ def test_killing_one_torchrun_rank_ends_the_others_naming_it():
     heartbeat = 5
     start = time.monotonic()
     result = subprocess.run(
-        torchrun() + ["--standalone", "--nproc_per_node=2", os.path.join(HERE, "_torchrun_worker.py"), "die"],
+        torchrun() + ["--standalone", "--nproc_per_node=2", os.path.join(HERE, "workers", "torchrun_worker.py"), "die"],
         capture_output=True, text=True, timeout=240, env=environment(TEST_HEARTBEAT=str(heartbeat)),
     )
     elapsed = time.monotonic() - start

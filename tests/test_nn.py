@@ -8,7 +8,7 @@ import pytest
 
 import fundamentals as fm
 
-from helpers import torch_network
+from .helpers import torch_network
 
 
 @pytest.mark.parametrize("shape, expected", [((50, 3), 2213), ((2, 2), 752)])

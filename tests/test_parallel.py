@@ -20,15 +20,16 @@ from jax.sharding import PartitionSpec as P
 
 import fundamentals as fm
 
-import _parallel_workers as workers
+from .workers import parallel_workers as workers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 HANG_GUARD = 180  # seconds; only so a broken build cannot hang the suite, never an assertion
 
 
 def run_devices_script(case: str, num_devices: int) -> dict:
     completed = subprocess.run(
-        [sys.executable, os.path.join(HERE, "_parallel_devices.py"), case, str(num_devices)],
+        [sys.executable, os.path.join(HERE, "workers", "parallel_devices.py"), case, str(num_devices)],
         capture_output=True,
         text=True,
         timeout=HANG_GUARD,
@@ -270,7 +271,7 @@ def _is_alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_launched_processes_exit_when_the_parent_dies(tmp_path):
     code = (
-        f"import sys; sys.path.insert(0, {HERE!r}); import fundamentals as fm, _parallel_workers as w; "
+        f"import sys; sys.path.insert(0, {ROOT!r}); import fundamentals as fm; from tests.workers import parallel_workers as w; "
         f"fm.launch(w.write_pid_and_sleep, 2, {str(tmp_path)!r})"
     )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fundamentals as fm
-from helpers import torch_network
+
+from .helpers import torch_network
 
 WORKER = Path(__file__).resolve().parent / "workers" / "torch_blocked.py"
 DTYPES = ["float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"]

@@ -1,6 +1,5 @@
 """A.7: the training loop against PyTorch's, fused against per-step, resume, NaN, evaluation."""
 
-import os
 
 import equinox as eqx
 import jax
@@ -9,7 +8,8 @@ import optax
 import pytest
 
 import fundamentals as fm
-from helpers import ReplaySampler, torch_book_training, torch_network
+
+from .helpers import ReplaySampler, torch_book_training, torch_network
 
 
 def book_model(initial):

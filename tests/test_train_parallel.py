@@ -15,7 +15,7 @@ HERE = os.path.dirname(__file__)
 def report():
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
-    result = subprocess.run([sys.executable, os.path.join(HERE, "_mesh_fit.py")], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, os.path.join(HERE, "workers", "mesh_fit.py")], capture_output=True, text=True,
                             env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -51,18 +51,17 @@ def test_two_processes_two_devices_equal_one_process_on_the_same_global_batches(
     import optax
 
     import fundamentals as fm
-    from helpers import ReplaySampler
 
-    sys.path.insert(0, HERE)
-    import _mp_fit
+    from .helpers import ReplaySampler
+    from .workers import mp_fit
 
     num_epochs = 2
-    results = fm.launch(_mp_fit.train, 2, num_epochs, fused, devices_per_process=2, timeout=300)
+    results = fm.launch(mp_fit.train, 2, num_epochs, fused, devices_per_process=2, timeout=300)
     assert [r["rank"] for r in results] == [0, 1]
     assert all(r["process_count"] == 2 and r["devices"] == 4 for r in results)
 
     # The same global batches in one process: step k is rank 0's k-th batch then rank 1's.
-    X, y = _mp_fit.data()
+    X, y = mp_fit.data()
     dataset = fm.ArrayDataset(X, y)
     orders = []
     for epoch in range(num_epochs):

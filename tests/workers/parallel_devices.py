@@ -1,6 +1,6 @@
 """Subprocess entry point for tests/test_parallel.py: checks that need several CPU devices.
 
-`python tests/_parallel_devices.py CASE NUM_DEVICES` simulates NUM_DEVICES CPU devices (which
+`python tests/workers/parallel_devices.py CASE NUM_DEVICES` simulates NUM_DEVICES CPU devices (which
 must happen before JAX starts, so not in the pytest process), runs CASE, and prints one JSON
 object of observations for the test to assert on.
 """

@@ -1,0 +1,1 @@
+"""Scripts and functions the tests run in subprocesses (fresh interpreters, several processes, torchrun)."""
