@@ -39,7 +39,8 @@ import itertools
 import multiprocessing
 import multiprocessing.context
 import threading
-from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 

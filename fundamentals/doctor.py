@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import platform
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 from packaging.specifiers import SpecifierSet

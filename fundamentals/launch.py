@@ -54,10 +54,11 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing import (
     spawn,  # how mp.spawn lets children import the parent's __main__
 )
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax
 

@@ -14,7 +14,7 @@ PyTorch                                                        `fundamentals`
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import jax
 import numpy as np

@@ -44,8 +44,9 @@ import collections
 import inspect
 import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import equinox as eqx
 import jax

@@ -61,7 +61,7 @@ def _training_section(kind: str, cfg: dict) -> dict:
         parameters = count_parameters([cfg["inputs"], *cfg["hidden"], cfg["outputs"]])
         flops = 6 * parameters * cfg["batch_size"]
         section.update(parameters=parameters, flops_per_step=flops)
-        for name, figure in figures.items():
+        for figure in figures.values():
             if "seconds_per_step" not in figure:
                 continue
             worker = section[figure["framework"]]
