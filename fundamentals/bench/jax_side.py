@@ -62,6 +62,8 @@ def _epoch_clock(dataset, seed: int = 123):
     call gives every epoch's wall time: the first holds the compilation, the rest are steady.
     """
     class EpochClock(DistributedSampler):
+        starts: list[float]
+
         def set_epoch(self, epoch: int) -> None:
             self.starts.append(time.perf_counter())
             super().set_epoch(epoch)
@@ -245,10 +247,10 @@ def compile_first_step(cfg: dict) -> dict:
     durations: dict[str, float] = {}
     hits: list[str] = []
 
-    def on_duration(event: str, seconds: float, **kwargs) -> None:
-        durations[event] = durations.get(event, 0.0) + seconds
+    def on_duration(event: str, duration_secs: float, **kwargs: str | int) -> None:
+        durations[event] = durations.get(event, 0.0) + duration_secs
 
-    def on_event(event: str, **kwargs) -> None:
+    def on_event(event: str, **kwargs: str | int) -> None:
         if event == "/jax/compilation_cache/cache_hits":
             hits.append(event)
 
