@@ -200,7 +200,8 @@ def _bypass_proxies(host: str) -> None:
 
 def _use_gloo_on_cpu() -> None:
     # CPU devices of different processes all-reduce through Gloo; ignored by GPU and TPU backends.
-    if jax.config.jax_cpu_collectives_implementation in (None, "none", ""):
+    # values[...], not read(): read() refuses flags that also have a context manager, as this one does.
+    if jax.config.values["jax_cpu_collectives_implementation"] in (None, "none", ""):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
@@ -293,6 +294,7 @@ def init_distributed(
         if local_device_ids is None and not os.environ.get("JAX_LOCAL_DEVICE_IDS") and launcher.local_world_size > 1:
             local_device_ids = [launcher.local_rank]
         address = launcher.coordinator_address
+        assert address is not None  # torchrun_environment leaves it None only for WORLD_SIZE=1, returned above
         host = _host_of(address)
         _bypass_proxies(host)
         _use_gloo_on_cpu()
@@ -520,7 +522,7 @@ def launch(
 
     processes: list[subprocess.Popen] = []
     pumps: list[_OutputPump] = []
-    tails = [collections.deque(maxlen=20) for _ in range(num_processes)]
+    tails: list[collections.deque[str]] = [collections.deque(maxlen=20) for _ in range(num_processes)]
     with tempfile.TemporaryDirectory(prefix="fundamentals-launch-") as workdir:
         try:
             for rank in range(num_processes):
@@ -545,6 +547,7 @@ def launch(
                     pump.start()
                     pumps.append(pump)
                 # stdin stays open: a child reads EOF there when this process dies, and exits.
+                assert process.stdin is not None  # stdin=subprocess.PIPE
                 try:
                     process.stdin.write(_frame(pickle.dumps(setup)) + _frame(payload))
                     process.stdin.flush()
