@@ -386,7 +386,7 @@ def _pickle_payload(fn, args) -> bytes:
 def _unpicklable(value) -> bool:
     try:
         pickle.dumps(value)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - pickling runs user code (__reduce__): any failure means not picklable
         return True
     return False
 
@@ -683,7 +683,7 @@ def _child_main() -> None:
         result = fn(rank, *args)
         try:
             data = pickle.dumps(result)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - pickling runs user code: say which value, not pickle's internals
             raise TypeError(f"the value fn returned on rank {rank} cannot be pickled: {error}") from None
         atomic_write_bytes(os.path.join(setup["workdir"], f"rank{rank}.result"), data)
     except BaseException:  # noqa: BLE001 - KeyboardInterrupt and SystemExit are failures of this rank too

@@ -52,7 +52,7 @@ def _floor(X, y, batch_size: int, repeats: int) -> float:
             # Held until the next batch, as a loop body holds its batch: freeing each batch
             # at once lets the allocator hand the same pages back, a few ms an epoch faster
             # than any real training loop sees.
-            batch = (np.take(X, indices, axis=0), np.take(y, indices, axis=0))  # noqa: F841
+            batch = (np.take(X, indices, axis=0), np.take(y, indices, axis=0))  # noqa: F841 - held on purpose
 
     return statistics.median(time_blocks(run_epoch, repeats))
 

@@ -286,7 +286,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.plot:
             _check_output_path("--plot", args.plot, ".png")
             try:
-                import matplotlib  # noqa: F401
+                import matplotlib  # noqa: F401 - only checks it is installed, before the benchmark runs
             except ImportError:
                 raise BenchError("--plot needs matplotlib: pip install matplotlib") from None
         sections = SECTIONS if args.benchmark == "all" else (args.benchmark,)

@@ -123,7 +123,7 @@ def training(cfg: dict, kind: str) -> dict:
             compiled = torch.compile(model)
             figures["compiled_step"] = figure("torch.compile(model) step, pre-made batches",
                                                time_blocks(steps(compiled), repeats), per=n)
-        except Exception as error:  # noqa: BLE001 dynamo, inductor, triton or the C++ toolchain: report why instead of failing
+        except Exception as error:  # noqa: BLE001 - dynamo, inductor, triton or the C++ toolchain: report why
             figures["compiled_step"] = {"label": "torch.compile(model) step", "error": str(error).splitlines()[0][:200]}
     result = {"info": _info(torch, device), "steps_per_epoch": n, "figures": figures}
     if kind == "wide":
