@@ -18,6 +18,7 @@ import optax
 import fundamentals as fm
 from fundamentals import DataLoader, NeuralNetwork, ToyDataset
 
+# isort: split
 # NEW imports:
 from fundamentals import DistributedSampler, launch
 

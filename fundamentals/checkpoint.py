@@ -219,8 +219,9 @@ def load_model(path: str | os.PathLike, like=None):
     `like` is None, and for a file whose keys or shapes differ from the model's (naming the
     key and both shapes).
     """
+    metadata: dict[str, str] = {}  # a .pth file has none
     if _is_torch_file(path):
-        tensors, metadata = _read_torch_state_dict(path), {}
+        tensors = _read_torch_state_dict(path)
     else:
         tensors, metadata = _read(path, "model")
         if metadata.get("format") == _CHECKPOINT_FORMAT:  # a training checkpoint also holds a model
@@ -258,8 +259,9 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike) -> tuple[
     refused source, or one that is not a flat key -> tensor state dict. Nothing is written then.
     """
     source = Path(source)
+    metadata: dict[str, str] = {}  # a .pth file has none
     if _is_torch_file(source):
-        tensors, metadata = _read_torch_state_dict(source), {}
+        tensors = _read_torch_state_dict(source)
     else:
         tensors, metadata = _read(source, "source")
     destination = Path(destination)

@@ -8,6 +8,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -64,10 +65,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _TrainDefaults(NamedTuple):
+    epochs: int
+    lr: float
+    batch_size: int
+    drop_last: bool
+
+
 # Per data set: the book's settings for its toy data, and ones that train the others in seconds.
 _DEFAULTS = {
-    "toy": {"epochs": 3, "lr": 0.5, "batch_size": 2, "drop_last": True},
-    "other": {"epochs": 20, "lr": 0.1, "batch_size": 32, "drop_last": False},
+    "toy": _TrainDefaults(epochs=3, lr=0.5, batch_size=2, drop_last=True),
+    "other": _TrainDefaults(epochs=20, lr=0.1, batch_size=32, drop_last=False),
 }
 
 
@@ -272,15 +280,15 @@ def _train(rank: int, args: argparse.Namespace) -> int:
     split = _load_split(args)
     distributed = jax.process_count() > 1 or args.devices_per_process > 1
     defaults = _DEFAULTS["toy" if args.data == "toy" else "other"]
-    epochs = args.epochs or defaults["epochs"]
-    lr = args.lr or defaults["lr"]
-    batch_size = args.batch_size or defaults["batch_size"]  # per process, as in PyTorch's DDP
+    epochs: int = args.epochs or defaults.epochs
+    lr: float = args.lr or defaults.lr
+    batch_size: int = args.batch_size or defaults.batch_size  # per process, as in PyTorch's DDP
     num_classes = int(max(split.y_train.max(), split.y_test.max())) + 1
     num_features = split.X_train.shape[1]
     if split.X_test.shape[1] != num_features:
         raise CLIError(f"test features have {split.X_test.shape[1]} columns, training features {num_features}")
     per_process = -(-len(split.X_train) // jax.process_count())
-    drop_last = defaults["drop_last"] and per_process >= batch_size
+    drop_last = defaults.drop_last and per_process >= batch_size
 
     # The same key on every process: the replicas start from the same parameters.
     model = NeuralNetwork(num_features, num_classes, hidden=args.hidden, key=jax.random.key(args.seed))
@@ -325,8 +333,8 @@ def _train(rank: int, args: argparse.Namespace) -> int:
     for name, (X, y) in {"Train": (split.X_train, split.y_train), "Test": (split.X_test, split.y_test)}.items():
         dataset = ArrayDataset(X, y)
         # Each process evaluates its shard; compute_accuracy sums the counts over processes.
-        sampler = DistributedSampler(dataset, shuffle=False) if distributed else None
-        loader = DataLoader(dataset, batch_size=max(batch_size, 256), sampler=sampler)
+        eval_sampler = DistributedSampler(dataset, shuffle=False) if distributed else None
+        loader = DataLoader(dataset, batch_size=max(batch_size, 256), sampler=eval_sampler)
         accuracy = compute_accuracy(model, loader, mesh=mesh)
         print(f"{name} accuracy: {accuracy:.4f}")
     if jax.process_index() == 0:  # only process 0 writes files

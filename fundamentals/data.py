@@ -39,13 +39,14 @@ import itertools
 import multiprocessing
 import multiprocessing.context
 import threading
-from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ._checks import check_int
 from ._checks import is_int as _is_int
-from .samplers import sampler_order
+from .samplers import Sampler, sampler_order
 from .tensors import to_numpy
 
 __all__ = [
@@ -338,7 +339,7 @@ class DataLoader:
         dataset,
         batch_size: int = 1,
         shuffle: bool = False,
-        sampler: Iterable[int] | None = None,
+        sampler: Sampler | None = None,
         drop_last: bool = False,
         seed: int | np.random.Generator | None = None,
         num_workers: int = 0,
@@ -463,7 +464,8 @@ class DataLoader:
         self.generator = generator
         self.prefetch_factor = (2 if prefetch_factor is None else int(prefetch_factor)) if num_workers else None
         self.persistent_workers = bool(persistent_workers)
-        self._executor = None  # the worker threads, kept between epochs with persistent_workers
+        # the worker threads, kept between epochs with persistent_workers
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._rng = rng
 
     def __len__(self) -> int:
@@ -506,6 +508,7 @@ class DataLoader:
         batches = self.epoch_indices()  # drawn now, as torch draws its order when iteration starts
         if self.num_workers == 0:
             return _SerialIterator(batches, self._fetcher())
+        assert self.prefetch_factor is not None  # None only without workers
         fetch = self._fetcher()
         if self.worker_init_fn is not None:
             fetch = _first_calling(self.worker_init_fn, fetch)

@@ -47,7 +47,9 @@ class Split(NamedTuple):
     name: str
 
 
-def train_test_split(X: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 0):
+def train_test_split(
+    X: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A seeded shuffle split, `sklearn.model_selection.train_test_split` without the dependency."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")

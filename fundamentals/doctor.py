@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import platform
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 from packaging.specifiers import SpecifierSet
@@ -59,7 +59,7 @@ def doctor(print_fn: Callable[[str], None] = print) -> int:
     try:
         backend = jax.default_backend()
         devices = jax.devices()
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - any backend failure is a FAIL line
         print_fn(f"[FAIL] JAX backend could not start: {type(error).__name__}: {error}")
         return 1
     print_fn(f"[OK] JAX backend: {backend} ({len(devices)} device{'s' if len(devices) != 1 else ''})")

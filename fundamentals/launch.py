@@ -54,10 +54,11 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing import (
     spawn,  # how mp.spawn lets children import the parent's __main__
 )
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax
 
@@ -199,7 +200,8 @@ def _bypass_proxies(host: str) -> None:
 
 def _use_gloo_on_cpu() -> None:
     # CPU devices of different processes all-reduce through Gloo; ignored by GPU and TPU backends.
-    if jax.config.jax_cpu_collectives_implementation in (None, "none", ""):
+    # values[...], not read(): read() refuses flags that also have a context manager, as this one does.
+    if jax.config.values["jax_cpu_collectives_implementation"] in (None, "none", ""):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
@@ -292,6 +294,7 @@ def init_distributed(
         if local_device_ids is None and not os.environ.get("JAX_LOCAL_DEVICE_IDS") and launcher.local_world_size > 1:
             local_device_ids = [launcher.local_rank]
         address = launcher.coordinator_address
+        assert address is not None  # torchrun_environment leaves it None only for WORLD_SIZE=1, returned above
         host = _host_of(address)
         _bypass_proxies(host)
         _use_gloo_on_cpu()
@@ -383,7 +386,7 @@ def _pickle_payload(fn, args) -> bytes:
 def _unpicklable(value) -> bool:
     try:
         pickle.dumps(value)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - pickling runs user code (__reduce__): any failure means not picklable
         return True
     return False
 
@@ -519,7 +522,7 @@ def launch(
 
     processes: list[subprocess.Popen] = []
     pumps: list[_OutputPump] = []
-    tails = [collections.deque(maxlen=20) for _ in range(num_processes)]
+    tails: list[collections.deque[str]] = [collections.deque(maxlen=20) for _ in range(num_processes)]
     with tempfile.TemporaryDirectory(prefix="fundamentals-launch-") as workdir:
         try:
             for rank in range(num_processes):
@@ -544,6 +547,7 @@ def launch(
                     pump.start()
                     pumps.append(pump)
                 # stdin stays open: a child reads EOF there when this process dies, and exits.
+                assert process.stdin is not None  # stdin=subprocess.PIPE
                 try:
                     process.stdin.write(_frame(pickle.dumps(setup)) + _frame(payload))
                     process.stdin.flush()
@@ -679,7 +683,7 @@ def _child_main() -> None:
         result = fn(rank, *args)
         try:
             data = pickle.dumps(result)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - pickling runs user code: say which value, not pickle's internals
             raise TypeError(f"the value fn returned on rank {rank} cannot be pickled: {error}") from None
         atomic_write_bytes(os.path.join(setup["workdir"], f"rank{rank}.result"), data)
     except BaseException:  # noqa: BLE001 - KeyboardInterrupt and SystemExit are failures of this rank too

@@ -14,7 +14,8 @@ PyTorch                                                        `fundamentals`
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Protocol
 
 import jax
 import numpy as np
@@ -23,6 +24,14 @@ from ._checks import check_int
 from ._checks import is_int as _is_int
 
 __all__ = ["DistributedSampler", "SamplerIndexError", "sampler_order"]
+
+
+class Sampler(Protocol):
+    """What `DataLoader(sampler=...)` takes: an iterable of dataset indices with a length."""
+
+    def __iter__(self) -> Iterator[int]: ...
+
+    def __len__(self) -> int: ...
 
 
 class SamplerIndexError(IndexError, ValueError):

@@ -46,7 +46,7 @@ def default_int_dtype() -> jnp.dtype:
     cannot hold 64-bit arrays unless 64-bit mode is switched on, so this is the one place
     where `fundamentals` and PyTorch differ by default.
     """
-    return jnp.dtype(jnp.int64) if jax.config.jax_enable_x64 else jnp.dtype(jnp.int32)
+    return jnp.dtype(jnp.int64) if jax.config.read("jax_enable_x64") else jnp.dtype(jnp.int32)
 
 
 def default_float_dtype() -> jnp.dtype:

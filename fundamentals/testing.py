@@ -6,7 +6,7 @@ Nothing here imports torch: a PyTorch tensor is recognised by its `detach` metho
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 

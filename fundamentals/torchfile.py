@@ -307,9 +307,9 @@ def _not_supported(what: str):
     return refuse
 
 
-def _allowed_globals() -> dict[tuple[str, str], _Global]:
+def _allowed_globals() -> dict[tuple[str, str], _Global | _DType | _StorageType]:
     """torch's weights-only allow-list, mapped to this module's stand-ins (or to clear refusals)."""
-    allowed: dict[tuple[str, str], _Global] = {}
+    allowed: dict[tuple[str, str], _Global | _DType | _StorageType] = {}
 
     def allow(module: str, name: str, function, value=None):
         allowed[module, name] = _Global(f"{module}.{name}", function, value)
@@ -460,7 +460,7 @@ def _read_exactly(file, offset: int, size: int, file_size: int, what: str) -> np
     if offset < 0 or offset + size > file_size:
         raise TorchFileError(f"{what} claims {size} bytes at offset {offset}, past the end of the file ({file_size} bytes)")
     buffer = _allocate(size)
-    view = memoryview(buffer)
+    view = buffer.data
     file.seek(offset)
     done = 0
     while done < size:
@@ -845,7 +845,7 @@ def torch_save(obj: Any, path: str | os.PathLike) -> Path:
         ("archive/.storage_alignment", str(_ALIGNMENT).encode()),
         ("archive/byteorder", b"little"),
     ]
-    records += [(f"archive/data/{i}", memoryview(a.reshape(-1).view(np.uint8)) if a.size else b"")
+    records += [(f"archive/data/{i}", a.reshape(-1).view(np.uint8).data if a.size else b"")
                 for i, a in enumerate(writer.storages)]
     records.append(("archive/version", b"3\n"))
     return atomic_write_bytes(path, _zip_records(records))

@@ -44,8 +44,9 @@ import collections
 import inspect
 import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -396,7 +397,7 @@ def _device_budget(device_data_bytes: int | None) -> int:
 def _batch_source(loader, model, placement, fused: bool, device_data_bytes: int | None, check_labels_too: bool):
     """A function of no arguments giving one epoch's chunks, and a description of the path."""
     check = _LabelCheck(model) if check_labels_too else None
-    arrays = loader.dataset.arrays if reads_arrays(loader) else ()
+    arrays: tuple[np.ndarray, ...] = loader.dataset.arrays if reads_arrays(loader) else ()
     if (fused and len(arrays) >= 2 and not placement.multi_process
             and sum(a.nbytes for a in arrays[:2]) <= _device_budget(device_data_bytes)):
         if check is not None:
@@ -550,7 +551,7 @@ def fit(
     params, opt_state = program.init(model)
     history: dict[str, Any] = {"loss": [], "epoch_loss": []}
     start_epoch = global_step = 0
-    if resume and os.path.exists(checkpoint):
+    if resume and checkpoint is not None and os.path.exists(checkpoint):  # resume without one was refused above
         params, opt_state, state = _restore(checkpoint, program, model, opt_state, seed, train_loader)
         start_epoch, global_step, history = state["epoch"], state["global_step"], state["history"]
         if log is not None:
@@ -559,14 +560,15 @@ def fit(
         history.setdefault("val_accuracy", [])
 
     placement = program.placement
-    run = _Run(program, *placement.replicate((params, opt_state, np.uint32(seed % 2**32))), global_step=global_step)
+    params, opt_state, step_seed = placement.replicate((params, opt_state, np.uint32(seed % 2**32)))
+    run = _Run(program, params, opt_state, step_seed, global_step=global_step)
     fused = True if fused is None else bool(fused)
     epoch_chunks = _batch_source(train_loader, model, placement, fused, device_data_bytes, loss_fn is cross_entropy)
     reporter = _Reporter(log, progress, num_epochs, num_batches, start_epoch, checkpoint)
     try:
         for epoch in range(start_epoch, num_epochs):
             sampler = getattr(train_loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
+            if sampler is not None and hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
             epoch_losses: list[float] = []
             for losses in _run_epoch(run, epoch_chunks(), lag=1 if fused else _STEP_LAG):

@@ -8,13 +8,14 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
 SECTIONS = ("tiny", "wide", "matmul", "loader", "compile")
 
 # Sizes of every section, full and --quick (tiny sizes and few repeats, for tests and CI).
-CONFIG = {
+CONFIG: dict[str, dict[str, Any]] = {
     "full": {
         "repeats": 5,
         "tiny": {"rows": 2000, "batch_size": 2, "epochs": {"fused": 40, "per_step": 8}},
@@ -60,7 +61,9 @@ class BenchError(Exception):
 
 def gpu_peak_tflops(device_kind: str | None) -> float | None:
     """The float32 peak of a GPU model (a JAX `device_kind` or torch device name), or None if unknown."""
-    for name, peak in GPU_FP32_PEAK_TFLOPS if device_kind else ():
+    if not device_kind:
+        return None
+    for name, peak in GPU_FP32_PEAK_TFLOPS:
         if name.lower() in device_kind.lower():
             return peak
     return None

@@ -16,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Any
 
 __all__ = ["bench_torch_load", "format_table"]
 
@@ -57,7 +58,7 @@ def bench_torch_load(size_mb: float = 100, repeats: int = 5) -> dict:
                 loaded = read(path)
                 times[name].append(time.perf_counter() - start)
                 del loaded
-    result = {"size_mb": file_mb, "tensors": count, "repeats": repeats}
+    result: dict[str, Any] = {"size_mb": file_mb, "tensors": count, "repeats": repeats}
     for name, values in times.items():
         result[name] = {"median_s": statistics.median(values), "times_s": values}
     result["ratio"] = result["fundamentals"]["median_s"] / result["torch"]["median_s"]

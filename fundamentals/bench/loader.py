@@ -52,7 +52,7 @@ def _floor(X, y, batch_size: int, repeats: int) -> float:
             # Held until the next batch, as a loop body holds its batch: freeing each batch
             # at once lets the allocator hand the same pages back, a few ms an epoch faster
             # than any real training loop sees.
-            batch = (np.take(X, indices, axis=0), np.take(y, indices, axis=0))  # noqa: F841
+            batch = (np.take(X, indices, axis=0), np.take(y, indices, axis=0))  # noqa: F841 - held on purpose
 
     return statistics.median(time_blocks(run_epoch, repeats))
 
@@ -100,11 +100,9 @@ def bench_loader(
             raise ValueError(f"bench_loader: {name} must be a positive int, got {value!r}")
     X, y = wide_data(num_samples, num_features, 10)
     num_batches = -(-num_samples // batch_size)
-    seconds = {
-        "ours": _ours(X, y, batch_size, repeats, num_workers=0),
-        "ours_2_workers": _ours(X, y, batch_size, repeats, num_workers=2),
-        "floor": _floor(X, y, batch_size, repeats),
-    }
+    ours = _ours(X, y, batch_size, repeats, num_workers=0)
+    ours_2_workers = _ours(X, y, batch_size, repeats, num_workers=2)
+    floor = _floor(X, y, batch_size, repeats)
     del X, y  # free the host copy before the torch process builds its own
     torch_result = None
     if compare_torch:
@@ -112,7 +110,8 @@ def bench_loader(
         torch_result = run_worker("torch-loader", sizes)
         if "missing" in torch_result:
             torch_result = None
-    seconds["torch"] = torch_result["seconds"] if torch_result else None
+    torch_seconds = torch_result["seconds"] if torch_result else None
+    seconds = {"ours": ours, "ours_2_workers": ours_2_workers, "floor": floor, "torch": torch_seconds}
 
     result: dict = {
         "num_samples": num_samples,
@@ -121,11 +120,11 @@ def bench_loader(
         "repeats": repeats,
         "num_batches": num_batches,
     }
-    for name, value in seconds.items():
-        result[f"{name}_epoch_ms"] = None if value is None else value * 1e3
-        result[f"{name}_batches_per_s"] = None if value is None else num_batches / value
-    result["speedup_vs_torch"] = None if seconds["torch"] is None else seconds["torch"] / seconds["ours"]
-    result["ours_over_floor"] = seconds["ours"] / seconds["floor"]
+    for name, epoch_seconds in seconds.items():
+        result[f"{name}_epoch_ms"] = None if epoch_seconds is None else epoch_seconds * 1e3
+        result[f"{name}_batches_per_s"] = None if epoch_seconds is None else num_batches / epoch_seconds
+    result["speedup_vs_torch"] = None if torch_seconds is None else torch_seconds / ours
+    result["ours_over_floor"] = ours / floor
     result["torch_version"] = torch_result["torch"] if torch_result else None
     result["torch_threads"] = torch_result["threads"] if torch_result else None
     return result

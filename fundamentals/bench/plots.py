@@ -38,7 +38,7 @@ def plot(results: dict, path: str) -> None:
     for axis, (title, bars) in zip(axes[:, 0], panels):
         labels, values = zip(*bars)
         positions = np.arange(len(bars))
-        axis.barh(positions, values, color=["#d95f02" if "PyTorch" in l or "torch" in l else "#1b9e77" for l in labels])
+        axis.barh(positions, values, color=["#d95f02" if "PyTorch" in label or "torch" in label else "#1b9e77" for label in labels])
         axis.set_yticks(positions, labels, fontsize=8)
         axis.invert_yaxis()
         axis.set_xscale("log")

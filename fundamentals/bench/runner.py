@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from importlib import metadata
+from typing import Any
 
 from .._files import atomic_write_bytes, check_output_path
 from .common import (
@@ -38,12 +39,12 @@ def _training_section(kind: str, cfg: dict) -> dict:
     ours = run_worker(f"jax-{kind}", cfg)
     progress(f"{kind}: PyTorch")
     theirs = run_worker(f"torch-{kind}", cfg)
-    section = {"config": cfg, "jax": ours, "torch": None if "missing" in theirs else theirs}
+    section: dict[str, Any] = {"config": cfg, "jax": ours, "torch": None if "missing" in theirs else theirs}
     if kind == "tiny":
         # On a CPU each jitted call is handed to a worker thread; waking it costs more than this step's math.
         progress(f"{kind}: JAX, synchronous CPU dispatch")
         section["jax_sync"] = run_worker("jax-tiny-sync", cfg)
-    figures = {}
+    figures: dict[str, dict[str, Any]] = {}
     for framework in ("jax", "jax_sync", "torch"):
         if section.get(framework) is not None:
             for name, figure in section[framework].pop("figures").items():
@@ -54,14 +55,14 @@ def _training_section(kind: str, cfg: dict) -> dict:
             figure["speedup_vs_torch_eager"] = None if baseline is None else baseline / figure["seconds_per_step"]
     if "fit_book_class" in figures:
         # The same dataset class through each framework's loop: what a reader of the book gains.
-        theirs = figures.get("eager_loop_book_class", {}).get("seconds_per_step")
+        book_loop_seconds = figures.get("eager_loop_book_class", {}).get("seconds_per_step")
         figures["fit_book_class"]["speedup_vs_torch_book_loop"] = (
-            None if theirs is None else theirs / figures["fit_book_class"]["seconds_per_step"])
+            None if book_loop_seconds is None else book_loop_seconds / figures["fit_book_class"]["seconds_per_step"])
     if kind == "wide":
         parameters = count_parameters([cfg["inputs"], *cfg["hidden"], cfg["outputs"]])
         flops = 6 * parameters * cfg["batch_size"]
         section.update(parameters=parameters, flops_per_step=flops)
-        for name, figure in figures.items():
+        for figure in figures.values():
             if "seconds_per_step" not in figure:
                 continue
             worker = section[figure["framework"]]
@@ -88,7 +89,8 @@ def _matmul_section(cfg: dict) -> dict:
     ours = run_worker("jax-matmul", cfg)
     progress("matmul: PyTorch")
     theirs = run_worker("torch-matmul", cfg)
-    section = {"config": cfg, "jax": ours, "torch": None if "missing" in theirs else theirs, "gpu_wins_from": {}}
+    section: dict[str, Any] = {"config": cfg, "jax": ours, "torch": None if "missing" in theirs else theirs,
+                               "gpu_wins_from": {}}
     for name, result in (("jax", ours), ("torch", section["torch"])):
         if result is None or "gpu" not in result["platforms"]:
             section["gpu_wins_from"][name] = None
@@ -135,7 +137,7 @@ def _machine(results: dict) -> dict:
                     break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("jax", "jaxlib", "equinox", "optax", "numpy", "torch"):
         try:
             versions[package] = metadata.version(package)
@@ -284,7 +286,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.plot:
             _check_output_path("--plot", args.plot, ".png")
             try:
-                import matplotlib  # noqa: F401
+                import matplotlib  # noqa: F401 - only checks it is installed, before the benchmark runs
             except ImportError:
                 raise BenchError("--plot needs matplotlib: pip install matplotlib") from None
         sections = SECTIONS if args.benchmark == "all" else (args.benchmark,)
