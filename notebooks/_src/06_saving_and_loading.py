@@ -164,7 +164,7 @@ try:
     torch.load("unsafe.pth", weights_only=True)
 except Exception as error:
     torch_refusal = error
-    print(type(error).__name__, str(error).splitlines()[0][:100])
+    print(type(error).__name__ + ":", str(error).split(".")[0])  # "Weights only load failed"
 
 # %%
 # JAX: fm.torch_load applies the same rule, without torch
