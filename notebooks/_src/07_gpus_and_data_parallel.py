@@ -217,7 +217,7 @@ with socket.socket() as probe:  # a free port for the process group
 # %%
 # %%writefile {scratch}/ddp_book.py
 import os
-import sys
+import sys  # noqa: F811 - this cell is its own script, written to a file
 
 import numpy as np
 import torch
