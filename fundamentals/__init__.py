@@ -9,7 +9,14 @@ from . import _startup  # noqa: F401 - first: Ctrl-C while the command imports J
 
 # isort: split
 from ._metadata import version as _version
-from .autograd import ComputationGraph, computation_graph, logistic_regression_loss
+from .autograd import (
+    ComputationGraph,
+    GraphLayout,
+    computation_graph,
+    graph_layout,
+    logistic_regression_loss,
+    plot_computation_graph,
+)
 from .checkpoint import CheckpointError, load_model, save_model
 from .data import ArrayDataset, DataLoader, Dataset, ToyDataset, default_collate
 from .datasets import toy_data
@@ -52,6 +59,7 @@ __all__ = [
     "DataLoader",
     "Dataset",
     "DistributedSampler",
+    "GraphLayout",
     "NeuralNetwork",
     "ReLU",
     "SamplerIndexError",
@@ -75,11 +83,13 @@ __all__ = [
     "default_int_dtype",
     "fit",
     "from_numpy",
+    "graph_layout",
     "init_distributed",
     "launch",
     "load_model",
     "load_state_dict",
     "logistic_regression_loss",
+    "plot_computation_graph",
     "predict",
     "predict_proba",
     "replicated_sharding",

@@ -23,7 +23,10 @@ is no `zero_grad`): every call of the gradient function starts from scratch.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, NamedTuple
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 
@@ -33,7 +36,10 @@ from .tensors import tensor
 __all__ = [
     "logistic_regression_loss",
     "ComputationGraph",
+    "GraphLayout",
     "computation_graph",
+    "graph_layout",
+    "plot_computation_graph",
 ]
 
 def logistic_regression_loss(w1, b, x1=None, y=None) -> jax.Array:
@@ -168,3 +174,155 @@ def computation_graph(fn: Callable, *args, **kwargs) -> ComputationGraph:
         lines.append(f'  "{source(resolved)}" -> "{label}";')
     lines.append("}")
     return ComputationGraph(jaxpr=closed, text=text, dot="\n".join(lines))
+
+
+class GraphLayout(NamedTuple):
+    """Where to draw each node of a `ComputationGraph`.
+
+    - `nodes`: node name -> `{"label": str, "kind": "box" | "op" | "const"}`; boxes are the
+      inputs and the output, ops the primitives, consts the literals.
+    - `edges`: `(source, target)` node names, in the order of the DOT text.
+    - `position`: node name -> `(column, row)`; data flows from lower to higher columns.
+    """
+
+    nodes: dict[str, dict[str, str]]
+    edges: list[tuple[str, str]]
+    position: dict[str, tuple[float, float]]
+
+
+def _parse_dot(dot: str) -> tuple[dict[str, dict[str, str]], list[tuple[str, str]]]:
+    """The nodes and edges of the DOT text `computation_graph` writes."""
+    nodes: dict[str, dict[str, str]] = {}
+    edges: list[tuple[str, str]] = []
+    for line in dot.splitlines():
+        edge = re.fullmatch(r'\s*"(.+?)" -> "(.+?)";', line)
+        node = re.fullmatch(r'\s*"(.+?)" \[(.*)\];', line)
+        if edge:
+            edges.append((edge.group(1), edge.group(2)))
+        elif node:
+            name, attributes = node.groups()
+            label = re.search(r'label="(.*?)"', attributes)
+            kind = "const" if "plaintext" in attributes else "op" if "ellipse" in attributes else "box"
+            nodes[name] = {"label": label.group(1) if label else name, "kind": kind}
+    return nodes, edges
+
+
+def graph_layout(graph: ComputationGraph, sweeps: int = 6) -> GraphLayout:
+    """A left-to-right layered layout of a computation graph, for drawing it without Graphviz.
+
+    Each node's column is its longest path from an input, then moved right as far as its
+    consumers allow (so an input sits next to the operation that first uses it); rows within
+    a column are ordered by the mean row of the neighbours, alternating left and right for
+    `sweeps` passes. A literal constant is not laid out: it sits just below and left of the
+    operation that uses it.
+
+    **Arguments:**
+
+    - `graph`: what `computation_graph` returned.
+    - `sweeps`: how many ordering passes over the columns.
+
+    **Returns:**
+
+    A `GraphLayout` with the nodes, the edges and each node's `(column, row)`.
+    """
+    nodes, edges = _parse_dot(graph.dot)
+    preds: dict[str, list[str]] = defaultdict(list)
+    succs: dict[str, list[str]] = defaultdict(list)
+    for source, target in edges:
+        if nodes[source]["kind"] != "const":
+            preds[target].append(source)
+            succs[source].append(target)
+    laid_out = [name for name in nodes if nodes[name]["kind"] != "const"]
+    column: dict[str, int] = {}
+
+    def depth(name: str) -> int:  # the longest path from an input
+        if name not in column:
+            column[name] = 1 + max((depth(p) for p in preds[name]), default=-1)
+        return column[name]
+
+    for name in sorted(laid_out, key=depth, reverse=True):  # next to the first consumer
+        if succs[name]:
+            column[name] = min(column[s] for s in succs[name]) - 1
+    columns: dict[int, list[str]] = defaultdict(list)
+    for name in sorted(laid_out, key=lambda n: column[n]):
+        columns[column[name]].append(name)
+    row: dict[str, float] = {}
+
+    def place(names: list[str]) -> None:
+        for i, name in enumerate(names):
+            row[name] = i - (len(names) - 1) / 2
+
+    for c in sorted(columns):
+        place(columns[c])
+    for sweep in range(sweeps):
+        neighbours = preds if sweep % 2 == 0 else succs
+        for c in sorted(columns, reverse=sweep % 2 == 1):
+            columns[c].sort(key=lambda n: sum(row[m] for m in neighbours[n]) / len(neighbours[n])
+                            if neighbours[n] else row[n])
+            place(columns[c])
+    position: dict[str, tuple[float, float]] = {name: (float(column[name]), row[name]) for name in laid_out}
+    for source, target in edges:
+        if nodes[source]["kind"] == "const":
+            x_target, y_target = position[target]
+            position[source] = (x_target - 0.55, y_target - 0.6)
+    return GraphLayout(nodes=nodes, edges=edges, position=position)
+
+
+def plot_computation_graph(graph: ComputationGraph, groups: Sequence[tuple[str, int | None]] = (),
+                           output_label: str | None = None, ax=None, title: str | None = None):
+    """Draw a computation graph with matplotlib: inputs in blue, one box per primitive, the output in yellow.
+
+    **Arguments:**
+
+    - `graph`: what `computation_graph` returned.
+    - `groups`: `(text, count)` pairs that shade consecutive primitives, in trace order, as one
+      step with a caption (`count=None`: all the rest), e.g. the three steps of figure A.7.
+    - `output_label`: the output box's text; `"output"` by default.
+    - `ax`: a matplotlib `Axes` to draw on; a new figure if `None`.
+    - `title`: the axes' title.
+
+    **Returns:**
+
+    The matplotlib `Axes`.
+    """
+    import matplotlib.pyplot as plt
+
+    layout = graph_layout(graph)
+    nodes, position = layout.nodes, layout.position
+    if ax is None:
+        _, ax = plt.subplots(figsize=(12, 3.4))
+    styles = {
+        "box": dict(boxstyle="round,pad=0.35", facecolor="#dbeafe", edgecolor="#1e3a8a"),
+        "op": dict(boxstyle="round4,pad=0.3", facecolor="white", edgecolor="#374151"),
+        "const": dict(boxstyle="square,pad=0.1", facecolor="none", edgecolor="none"),
+    }
+    ops = sorted((n for n in nodes if nodes[n]["kind"] == "op"), key=lambda n: int(n.rsplit("_", 1)[1]))
+    colours = ["#eef2ff", "#ecfdf5", "#fff7ed", "#fdf2f8"]
+    start = 0
+    for i, (text, count) in enumerate(groups):
+        members = ops[start:] if count is None else ops[start:start + count]
+        start = len(ops) if count is None else start + count
+        if not members:
+            continue
+        xs = [position[n][0] for n in members]
+        ax.axvspan(min(xs) - 0.45, max(xs) + 0.45, color=colours[i % len(colours)], zorder=0)
+        ax.text((min(xs) + max(xs)) / 2, 1.75, text, ha="center", fontsize=10)
+    for source, target in layout.edges:
+        ax.annotate("", xy=position[target], xytext=position[source],
+                    arrowprops=dict(arrowstyle="-|>", color="#6b7280", shrinkA=14, shrinkB=14, lw=1))
+    for name, (x, y) in position.items():
+        kind, label = nodes[name]["kind"], nodes[name]["label"]
+        style = dict(styles[kind])
+        if kind == "box" and name.startswith("output"):
+            style.update(facecolor="#fde68a", edgecolor="#92400e")
+            label = output_label if output_label is not None else label
+        ax.text(x, y, label, ha="center", va="center", fontsize=9 if kind != "const" else 8,
+                color="#6b7280" if kind == "const" else "black", bbox=style, zorder=3)
+    xs = [p[0] for p in position.values()]
+    ys = [p[1] for p in position.values()]
+    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+    ax.set_ylim(min(-2.0, min(ys) - 0.5), max(2.1, max(ys) + 0.5))
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=11)
+    return ax

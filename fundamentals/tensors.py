@@ -105,8 +105,8 @@ def tensor(data, dtype=None) -> jax.Array:
     - NumPy and JAX arrays keep their dtype (float64 becomes float32 unless x64 is on).
 
     The result is a copy: changing a NumPy array afterwards never changes it. That is the
-    book's `torch.tensor` (copies) against `torch.from_numpy` (shares memory) lesson; a
-    `jax.Array` is immutable, so JAX never shares memory you can write to.
+    book's `torch.tensor` (copies) against `torch.from_numpy` (shares memory) lesson. (Plain
+    `jax.device_put` may alias a NumPy array's memory on the CPU; this never does.)
 
     ```python
     t = fundamentals.tensor([[1, 2, 3], [4, 5, 6]])

@@ -106,3 +106,33 @@ def test_computation_graph_text_has_no_colour_codes_even_where_jax_would_colour(
     graph = fm.computation_graph(fm.logistic_regression_loss, fm.tensor([2.2]), fm.tensor([0.0]))
     assert "\x1b[" in str(graph.jaxpr)  # what str() would have given
     assert "\x1b[" not in graph.text
+
+
+def test_graph_layout_puts_each_node_in_the_column_worked_out_by_hand():
+    # sin(x) * y: x -> sin -> mul -> output, and y feeds mul directly. Longest paths from the
+    # inputs give x 0, sin 1, mul 2, output 3; y is pulled right, next to mul, into column 1.
+    graph = fm.computation_graph(lambda x, y: jnp.sin(x) * y, jnp.float32(1.0), jnp.float32(2.0))
+    layout = fm.graph_layout(graph)
+    by_label = {layout.nodes[name]["label"]: position for name, position in layout.position.items()}
+    assert {label: column for label, (column, _) in by_label.items()} == {
+        "x": 0, "sin": 1, "y": 1, "mul": 2, "output": 3}
+    assert by_label["sin"][1] != by_label["y"][1]  # the two nodes of column 1 do not overlap
+    for source, target in layout.edges:  # data flows left to right
+        assert layout.position[source][0] < layout.position[target][0]
+
+
+def test_graph_layout_places_constants_beside_their_operation_and_draws():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    graph = fm.computation_graph(fm.logistic_regression_loss, fm.tensor([2.2]), fm.tensor([0.0]))
+    layout = fm.graph_layout(graph)
+    constants = [name for name, node in layout.nodes.items() if node["kind"] == "const"]
+    assert constants
+    for source, target in layout.edges:
+        if source in constants:
+            assert layout.position[source] == pytest.approx(
+                (layout.position[target][0] - 0.55, layout.position[target][1] - 0.6))
+    ax = fm.plot_computation_graph(graph, groups=[("z", 2), ("a", 1), ("loss", None)], output_label="loss")
+    texts = [text.get_text() for text in ax.texts]
+    assert {"z", "a", "loss", "w1", "b", "mul", "logistic"} <= set(texts)
+    matplotlib.pyplot.close("all")

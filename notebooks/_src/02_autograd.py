@@ -7,19 +7,18 @@
 # asked, and `jax.grad(f)` is a new function that returns the gradient.
 
 # %%
-import re
-from collections import defaultdict
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
 import jax
-import jax.numpy as jnp
 import fundamentals as fm
 from fundamentals.testing import assert_same
 
 torch.set_num_threads(1)
+jax.config.update("jax_default_matmul_precision", "highest")  # full float32 on GPUs too (not TF32)
 np.set_printoptions(precision=4, suppress=True)  # print JAX arrays to PyTorch's 4 digits
 # %config InlineBackend.figure_formats = ["png"]
 jax.config.update("jax_pprint_use_color", False)  # plain text in the stored outputs
@@ -115,103 +114,18 @@ assert {"log", "log1p", "max"} <= set(jax_ops)
 print(len(torch_ops), "PyTorch nodes;", len(jax_ops), "JAX primitives")
 
 # %% [markdown]
-# The same graph as a picture, drawn from `graph.dot`: inputs on the left in blue, one oval
-# per primitive, constants in grey, the loss in yellow. The shaded bands are the three steps
-# of figure A.7.
+# The same graph as a picture: inputs on the left in blue, one box per primitive, constants
+# in grey, the loss in yellow. The shaded bands are the three steps of figure A.7.
+# (`fm.plot_computation_graph` lays out `graph.dot` with matplotlib; any Graphviz renderer
+# draws the DOT text too.)
 
 # %%
-def parse_dot(dot):
-    """Nodes (name -> label, kind) and edges of the DOT text fm.computation_graph returns."""
-    nodes, edges = {}, []
-    for line in dot.splitlines():
-        edge = re.fullmatch(r'\s*"(.+?)" -> "(.+?)";', line)
-        node = re.fullmatch(r'\s*"(.+?)" \[(.*)\];', line)
-        if edge:
-            edges.append(edge.groups())
-        elif node:
-            name, attributes = node.groups()
-            label = re.search(r'label="(.*?)"', attributes)
-            kind = "const" if "plaintext" in attributes else "op" if "ellipse" in attributes else "box"
-            nodes[name] = {"label": label.group(1) if label else name, "kind": kind}
-    return nodes, edges
-
-
-def layered_layout(nodes, edges):
-    """Columns by longest path (each node as far right as its consumers allow), rows by barycentre.
-
-    Constants are not laid out: each sits just below and left of the operation that uses it.
-    """
-    preds, succs = defaultdict(list), defaultdict(list)
-    for source, target in edges:
-        if nodes[source]["kind"] != "const":
-            preds[target].append(source)
-            succs[source].append(target)
-    laid_out = [n for n in nodes if nodes[n]["kind"] != "const"]
-    column = {}
-
-    def depth(name):  # longest path from an input
-        if name not in column:
-            column[name] = 1 + max((depth(p) for p in preds[name]), default=-1)
-        return column[name]
-
-    for name in sorted(laid_out, key=depth, reverse=True):  # pull each node next to its first consumer
-        if succs[name]:
-            column[name] = min(column[s] for s in succs[name]) - 1
-    columns = defaultdict(list)
-    for name in sorted(laid_out, key=lambda n: column[n]):
-        columns[column[name]].append(name)
-    y = {}
-
-    def place(names):
-        for i, name in enumerate(names):
-            y[name] = i - (len(names) - 1) / 2
-
-    for c in sorted(columns):
-        place(columns[c])
-    for sweep in range(6):  # alternate: order by the mean row of the left, then the right neighbours
-        neighbours = preds if sweep % 2 == 0 else succs
-        for c in sorted(columns, reverse=sweep % 2 == 1):
-            columns[c].sort(key=lambda n: np.mean([y[m] for m in neighbours[n]] or [y[n]]))
-            place(columns[c])
-    position = {name: (column[name], y[name]) for name in laid_out}
-    for source, target in edges:
-        if nodes[source]["kind"] == "const":
-            x_target, y_target = position[target]
-            position[source] = (x_target - 0.55, y_target - 0.6)
-    return position
-
-
-nodes, edges = parse_dot(graph.dot)
-position = layered_layout(nodes, edges)
-styles = {
-    "box": dict(boxstyle="round,pad=0.35", facecolor="#dbeafe", edgecolor="#1e3a8a"),
-    "op": dict(boxstyle="round4,pad=0.3", facecolor="white", edgecolor="#374151"),
-    "const": dict(boxstyle="square,pad=0.1", facecolor="none", edgecolor="none"),
-}
-fig, ax = plt.subplots(figsize=(12, 3.4))
-ops_in_order = sorted((n for n in nodes if nodes[n]["kind"] == "op"), key=lambda n: int(n.rsplit("_", 1)[1]))
-steps = [("z = x1·w1 + b", ops_in_order[:2], "#eef2ff"), ("a = σ(z)", ops_in_order[2:3], "#ecfdf5"),
-         ("loss = binary_cross_entropy(a, y)", ops_in_order[3:], "#fff7ed")]
-for text, members, colour in steps:
-    xs = [position[n][0] for n in members]
-    ax.axvspan(min(xs) - 0.45, max(xs) + 0.45, color=colour, zorder=0)
-    ax.text((min(xs) + max(xs)) / 2, 1.75, text, ha="center", fontsize=10)
-for source, target in edges:
-    ax.annotate("", xy=position[target], xytext=position[source],
-                arrowprops=dict(arrowstyle="-|>", color="#6b7280", shrinkA=14, shrinkB=14, lw=1))
-for name, (x, y_pos) in position.items():
-    kind, label = nodes[name]["kind"], nodes[name]["label"]
-    style = dict(styles[kind])
-    if kind == "box" and name == "output":
-        style.update(facecolor="#fde68a", edgecolor="#92400e")
-        label = f"loss\n{float(loss_jax):.4f}"
-    ax.text(x, y_pos, label, ha="center", va="center", fontsize=9 if kind != "const" else 8,
-            color="#6b7280" if kind == "const" else "black", bbox=style, zorder=3)
-xs = [p[0] for p in position.values()]
-ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
-ax.set_ylim(-2.0, 2.1)
-ax.axis("off")
-ax.set_title("Figure A.7 as JAX traced it: fm.computation_graph(loss_fn, w1, b, x1, y)", fontsize=11)
+fm.plot_computation_graph(
+    graph,
+    groups=[("z = x1·w1 + b", 2), ("a = σ(z)", 1), ("loss = binary_cross_entropy(a, y)", None)],
+    output_label=f"loss\n{float(loss_jax):.4f}",
+    title="Figure A.7 as JAX traced it: fm.computation_graph(loss_fn, w1, b, x1, y)",
+)
 plt.show()
 
 # %% [markdown]
@@ -315,4 +229,16 @@ for once, again in zip(first, second):
 # instead runs the backward functions it recorded, one by one.
 
 # %%
-print(jax.make_jaxpr(grad_fn)(w1_jax, b_jax, x1_jax, y_jax))
+backward = jax.make_jaxpr(grad_fn)(w1_jax, b_jax, x1_jax, y_jax)
+lines = backward.pretty_print(use_color=False).splitlines()
+print("\n".join(lines[:12]))
+print(f"    ... {len(lines) - 12} more lines")
+print(textwrap.fill("primitives in order: " + " ".join(e.primitive.name for e in backward.jaxpr.eqns), 100))
+
+# %%
+# Check: the gradient program runs the forward pass first (mul, add, logistic), holds more
+# operations than the forward pass, and compiled with jax.jit it gives the same gradients
+backward_ops = [eqn.primitive.name for eqn in backward.jaxpr.eqns]
+assert backward_ops[:3] == ["mul", "add", "logistic"] and len(backward_ops) > len(jax_ops)
+for compiled, eager in zip(jax.jit(grad_fn)(w1_jax, b_jax, x1_jax, y_jax), first):
+    assert_same(compiled, eager)

@@ -3,8 +3,15 @@
 #
 # The book's multilayer perceptron (listing A.4) as a `torch.nn.Module` and as
 # `fm.NeuralNetwork`, an Equinox module. An Equinox module is a frozen dataclass of arrays:
-# the model *is* its parameters. It holds no gradients, no `requires_grad` flags and no
-# train/eval mode, and it never changes; training returns a new model.
+# the model *is* its parameters, and JAX sees it as a *pytree*, a nested structure whose leaves
+# are arrays, which `jax.grad`, `jax.jit` and Optax take as they take a single array. It holds
+# no gradients and no `requires_grad` flags, and it never changes; training returns a new model.
+#
+# Some of this is Equinox's design rather than JAX's. Equinox has no `train()` / `eval()`
+# switch (a `Dropout` layer takes an `inference` flag, which `eqx.nn.inference_mode` flips)
+# and treats every floating-point array as trainable unless you filter it out. Flax NNX, the
+# other common JAX library for networks, chose differently: its modules are mutable Python
+# objects with `model.train()` / `model.eval()`, much as in PyTorch.
 
 # %%
 import equinox as eqx
@@ -16,6 +23,7 @@ import fundamentals as fm
 from fundamentals.testing import assert_same
 
 torch.set_num_threads(1)
+jax.config.update("jax_default_matmul_precision", "highest")  # full float32 on GPUs too (not TF32)
 np.set_printoptions(precision=4, suppress=True)  # print JAX arrays to PyTorch's 4 digits
 
 # %% [markdown]
@@ -76,18 +84,36 @@ print(model)
 # %%
 # JAX
 model_jax = fm.NeuralNetwork(50, 3, key=jax.random.key(123))
-print(model_jax)
+print(model_jax)  # fundamentals prints the model as PyTorch does
 
 # %%
 # Check: the same layers, printed the same way
 assert repr(model_jax) == repr(model)
 
 # %% [markdown]
+# That listing is a courtesy of `fm.NeuralNetwork`. What the model really is shows with
+# Equinox's own printer, `eqx.tree_pprint`: a tree of layers whose leaves are arrays (shown as
+# dtype and shape) and plain Python values. `jax.tree_util.tree_leaves` lists the leaves that
+# JAX transformations see; the Python values (`in_features=50`, the activation) are part of
+# the tree's structure, not leaves.
+
+# %%
+# JAX, plain Equinox and JAX
+eqx.tree_pprint(model_jax)
+leaves = jax.tree_util.tree_leaves(model_jax)
+print([leaf.shape for leaf in leaves])
+
+# %%
+# Check: the pytree's leaves are PyTorch's parameters, in the same order and shapes
+assert [leaf.shape for leaf in leaves] == [tuple(p.shape) for p in model.parameters()]
+
+# %% [markdown]
 # ## Counting the trainable parameters
 #
-# PyTorch counts the tensors with `requires_grad=True`. In JAX every floating-point array of
-# the model is a parameter (`eqx.is_inexact_array` picks them out); freezing one is done by
-# leaving it out of what you differentiate, not with a flag.
+# PyTorch counts the tensors with `requires_grad=True`. By Equinox's convention every
+# floating-point array of the model is a parameter (`eqx.is_inexact_array` picks them out);
+# freezing one is done by leaving it out of what you differentiate, not with a flag. JAX
+# itself has no notion of a parameter: `jax.grad` differentiates whatever you pass it.
 
 # %%
 # PyTorch (the book)
@@ -139,10 +165,55 @@ assert list(state) == list(model.state_dict())
 assert all(state[k].shape == tuple(v.shape) for k, v in model.state_dict().items())
 
 # %% [markdown]
+# ## Explicit randomness: keys instead of a global seed
+#
+# `torch.manual_seed(123)` sets one global generator that every later `torch.rand` and every
+# layer's initialisation draws from, in program order. JAX has no global generator. A random
+# function takes a **key**, and the same key always gives the same numbers:
+#
+# - `jax.random.key(123)` makes a key from a seed;
+# - `jax.random.split(key, n)` makes `n` new, independent keys (use each once);
+# - `jax.random.fold_in(key, i)` derives a key from a key and an integer, such as a step number;
+# - `jax.random.uniform(key, shape)` is the book's `torch.rand(shape)`: U[0, 1), float32.
+#
+# The pitfall is the other side of the same coin: passing one key twice gives the *same*
+# numbers twice, where PyTorch would have moved on. Split first, then draw.
+
+# %%
+# PyTorch
+torch.manual_seed(123)
+first, second = torch.rand(3), torch.rand(3)  # the global generator moves on
+print(first, second)
+
+# %%
+# JAX
+key = jax.random.key(123)
+reused_1, reused_2 = jax.random.uniform(key, (3,)), jax.random.uniform(key, (3,))  # the pitfall
+print(reused_1, reused_2)
+key_1, key_2 = jax.random.split(key)  # the fix: one new key per draw
+print(jax.random.uniform(key_1, (3,)), jax.random.uniform(key_2, (3,)))
+step_keys = [jax.random.fold_in(key, step) for step in range(3)]  # e.g. one key per training step
+X_jax_random = jax.random.uniform(jax.random.key(123), (1, 50))  # the book's torch.rand((1, 50)), JAX's numbers
+print(X_jax_random.shape, X_jax_random.dtype)
+
+# %%
+# Check: PyTorch's draws differ; a reused JAX key repeats itself; split and fold_in keys differ
+# from each other and are reproducible; uniform draws have torch.rand's range, shape and dtype
+assert not torch.equal(first, second)
+assert np.array_equal(reused_1, reused_2)
+assert not np.array_equal(jax.random.uniform(key_1, (3,)), jax.random.uniform(key_2, (3,)))
+assert np.array_equal(jax.random.uniform(jax.random.fold_in(key, 1), (3,)), jax.random.uniform(step_keys[1], (3,)))
+assert not np.array_equal(jax.random.uniform(step_keys[0], (3,)), jax.random.uniform(step_keys[1], (3,)))
+torch.manual_seed(123)
+X_torch_random = torch.rand((1, 50))
+assert X_jax_random.shape == tuple(X_torch_random.shape) and X_jax_random.dtype == jnp.float32
+assert 0.0 <= float(X_jax_random.min()) and float(X_jax_random.max()) < 1.0
+
+# %% [markdown]
 # ## The forward pass
 #
 # The book draws a random input with the seed set again, `torch.manual_seed(123)`, and runs
-# the model. To compare numbers, the JAX model gets PyTorch's weights with
+# the model. (The JAX way to draw it is in the next section.) To compare numbers, the JAX model gets PyTorch's weights with
 # `fm.load_state_dict`, which returns a *new* model (the one passed in is unchanged) and
 # accepts PyTorch's `state_dict()` as it is.
 #

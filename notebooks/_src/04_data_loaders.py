@@ -15,10 +15,12 @@
 # %%
 import numpy as np
 import torch
+import jax
 import fundamentals as fm
 from fundamentals.testing import assert_same
 
 torch.set_num_threads(1)
+jax.config.update("jax_default_matmul_precision", "highest")  # full float32 on GPUs too (not TF32)
 np.set_printoptions(precision=4, suppress=True)  # print arrays to PyTorch's 4 digits
 
 
@@ -132,6 +134,7 @@ for idx, (x, y) in enumerate(train_loader):
     torch_batches.append((x, y))
     torch_order += row_indices(x, X_train)
 print("rows:", torch_order)
+torch_batches_full = list(torch_batches)  # (kept for a later check)
 
 # %%
 # JAX: its own shuffle (seed=123), then PyTorch's order replayed through a sampler
@@ -263,6 +266,44 @@ print(plain_jax)
 # Check
 assert plain != disturbed and plain != after_test
 assert plain_jax == jax_order
+
+# %% [markdown]
+# ## The same in plain JAX: an epoch iterator from a key
+#
+# For data that fits in memory a loader is a few lines of JAX. One key for the whole run,
+# `jax.random.fold_in(key, epoch)` for each epoch's permutation, then slices of it: a new order
+# every epoch, the same orders for the same key, and nothing else can move them. Here it is,
+# with the book's `batch_size=2` and `drop_last` (`fm.DataLoader` adds samplers, workers, any
+# dataset class and the argument checks).
+
+# %%
+# JAX, plain
+def epoch_batches(key, epoch, X, y, batch_size, drop_last=False):
+    order = jax.random.permutation(jax.random.fold_in(key, epoch), len(X))
+    stop = len(X) - len(X) % batch_size if drop_last else len(X)
+    for start in range(0, stop, batch_size):
+        rows = order[start:start + batch_size]
+        yield X[rows], y[rows]
+
+
+data_key = jax.random.key(123)
+for epoch in range(2):
+    print(f"epoch {epoch}:", [row_indices(x, X_train_np) for x, _ in epoch_batches(data_key, epoch, X_train_np, y_train_np, 2)])
+
+# %%
+# Check: PyTorch's shape of an epoch (2, 2, then 1; or 2, 2 with drop_last); every row once;
+# the same key and epoch give the same order, the next epoch another one
+plain_epochs = [[i for x, _ in epoch_batches(data_key, e, X_train_np, y_train_np, 2) for i in row_indices(x, X_train_np)]
+                for e in range(3)]
+assert [len(y) for _, y in epoch_batches(data_key, 0, X_train_np, y_train_np, 2)] == [len(y) for _, y in torch_batches_full]
+assert [len(y) for _, y in epoch_batches(data_key, 0, X_train_np, y_train_np, 2, drop_last=True)] == [2, 2]
+assert all(sorted(order) == [0, 1, 2, 3, 4] for order in plain_epochs)
+assert plain_epochs[0] == [i for x, _ in epoch_batches(jax.random.key(123), 0, X_train_np, y_train_np, 2)
+                           for i in row_indices(x, X_train_np)]
+assert len({tuple(order) for order in plain_epochs}) > 1
+for x, y in epoch_batches(data_key, 0, X_train_np, y_train_np, 2):
+    assert_same(x, X_train[row_indices(x, X_train_np)])
+    assert_same(y, y_train[row_indices(x, X_train_np)])
 
 # %% [markdown]
 # ## `num_workers`

@@ -9,9 +9,10 @@
 #
 # What changes in JAX: the model is split into its arrays and the rest; one pure function
 # computes the loss and the gradients and applies the optimizer update, returning new
-# parameters; `jax.jit` compiles that function once. There is no `zero_grad()` (nothing
+# parameters; `jax.jit` compiles that function. There is no `zero_grad()` (nothing
 # accumulates), no `backward()` or `.grad` (the gradient is a return value), no `step()` (Optax
-# returns the update) and no `model.train()` / `model.eval()` (the model has no mode).
+# returns the update) and no `model.train()` / `model.eval()` (an Equinox model has no mode; that
+# is Equinox's design, and Flax NNX models do have `train()` / `eval()`).
 
 # %%
 import copy
@@ -29,6 +30,7 @@ import fundamentals as fm
 from fundamentals.testing import assert_same, ReplaySampler
 
 torch.set_num_threads(1)
+jax.config.update("jax_default_matmul_precision", "highest")  # full float32 on GPUs too (not TF32)
 np.set_printoptions(precision=4, suppress=True)  # print arrays to PyTorch's 4 digits
 # %config InlineBackend.figure_formats = ["png"]
 plt.rcParams["figure.dpi"] = 80
@@ -147,9 +149,13 @@ print("batch rows per epoch:", torch_orders)
 # optimizer changes) and `static` (the rest: the structure, the activation functions).
 # `train_step` is a pure function: it takes parameters, optimizer state and a batch, and
 # returns new parameters, new optimizer state and the loss. `jax.jit` compiles it on the first
-# call; every later call runs the compiled program.
+# call; later calls run the compiled program as long as the arguments keep their shapes and
+# dtypes (and static arguments their values). Anything else traces and compiles again: see
+# the next section.
 #
-# The batches come from `fm.DataLoader` with a sampler that replays PyTorch's order.
+# The loss is Optax's `softmax_cross_entropy_with_integer_labels`, one value per example,
+# averaged as `F.cross_entropy` does (`fm.cross_entropy` is the same with PyTorch's argument
+# checks). The batches come from `fm.DataLoader` with a sampler that replays PyTorch's order.
 
 # %%
 # JAX
@@ -162,7 +168,7 @@ opt_state = optimizer_jax.init(params)
 
 def loss_fn(params, features, labels):
     logits = eqx.combine(params, static)(features)
-    return fm.cross_entropy(logits, labels)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()  # F.cross_entropy
 
 
 @jax.jit
@@ -186,10 +192,79 @@ for epoch in range(num_epochs):
 model_hand = eqx.combine(params, static)
 
 # %%
-# Check: every loss and every trained weight agree with PyTorch's
+# Check: every loss and every trained weight agree with PyTorch's; Optax's loss is F.cross_entropy's and fm's
 assert_same(hand_losses, torch_losses, same_dtype=False)  # Python floats on both sides
 for key, value in fm.state_dict(model_hand).items():
     assert_same(value, model.state_dict()[key])
+logits_np = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+labels_np = np.array([0, 2, 1, 1, 0])
+optax_loss = optax.softmax_cross_entropy_with_integer_labels(logits_np, labels_np).mean()
+assert_same(optax_loss, F.cross_entropy(torch.from_numpy(logits_np), torch.from_numpy(labels_np)))
+assert_same(fm.cross_entropy(logits_np, labels_np), optax_loss)
+
+# %% [markdown]
+# ## What `jax.jit` does: tracing, recompiling, static arguments
+#
+# `jax.jit` does not run your Python function on every call. On the first call it *traces* it:
+# runs the Python once with abstract arrays that have only a shape and a dtype, records the
+# operations, and compiles them. A `print` inside therefore runs once, at trace time, and
+# shows an abstract value, not numbers (`jax.debug.print` prints on every call). Later calls
+# with arguments of the same shapes and dtypes reuse the compiled program. A new shape is a
+# new program: without `drop_last`, the last batch of each epoch holds one row, and the step
+# compiles a second time for it, once.
+
+# %%
+# JAX
+traced_shapes = []
+
+
+def noisy_train_step(params, opt_state, features, labels):
+    print("tracing, features:", features)  # Python: runs only while tracing
+    traced_shapes.append(features.shape)
+    return train_step(params, opt_state, features, labels)
+
+
+noisy_step = jax.jit(noisy_train_step)
+ragged_loader = fm.DataLoader(train_ds_jax, batch_size=2, shuffle=True, seed=123)  # batches of 2, 2, 1
+trace_params, trace_state = eqx.partition(model_jax, eqx.is_inexact_array)[0], opt_state
+for epoch in range(2):
+    print(f"epoch {epoch}:", [len(labels) for _, labels in ragged_loader])
+    for features, labels in ragged_loader:
+        trace_params, trace_state, _ = noisy_step(trace_params, trace_state, features, labels)
+
+# %% [markdown]
+# A value the program's *shape* depends on cannot be abstract: `jax.nn.one_hot(labels,
+# num_classes)` needs `num_classes` as a Python int. Marking it static (`static_argnames`)
+# makes it part of the compiled program's identity: each new value compiles again, so keep
+# static arguments to a few values, and pass anything that changes every call (a step count,
+# a learning rate) as an array.
+
+# %%
+# JAX
+compiled_for = []
+
+
+def one_hot_loss(logits, labels, num_classes):
+    one_hot = jax.nn.one_hot(labels, num_classes)
+    compiled_for.append(num_classes)  # Python: runs once per compilation
+    return -(one_hot * jax.nn.log_softmax(logits)).sum(axis=1).mean()
+
+
+one_hot_loss_jit = jax.jit(one_hot_loss, static_argnames="num_classes")
+for _ in range(3):
+    one_hot_value = one_hot_loss_jit(logits_np, labels_np, num_classes=3)
+try:
+    jax.jit(one_hot_loss)(logits_np, labels_np, 3)  # not static: num_classes arrives as a tracer
+except Exception as error:
+    print(type(error).__name__, str(error).splitlines()[0][:90])
+print(one_hot_value, "compiled for num_classes:", compiled_for)
+
+# %%
+# Check: one trace for batches of 2 and one for the last batch of 1, over two epochs; the
+# static argument compiled once for three calls; the losses agree with PyTorch's
+assert traced_shapes == [(2, 2), (1, 2)]
+assert compiled_for == [3]
+assert_same(one_hot_value, F.cross_entropy(torch.from_numpy(logits_np), torch.from_numpy(labels_np)))
 
 # %% [markdown]
 # ## The same training with `fm.fit`
@@ -215,9 +290,9 @@ for key, value in fm.state_dict(model_jax).items():
 # ## Evaluating the trained model
 #
 # `model.eval()` and `torch.no_grad()` have no counterpart to call: the Equinox model has no
-# mode, and nothing computes gradients unless asked. (A model with dropout is switched off
-# with `eqx.nn.inference_mode(model)`, which returns a new model; `fm.predict` and
-# `fm.compute_accuracy` do that for you.)
+# mode (by Equinox's design), and nothing computes gradients unless asked. A model with dropout
+# is switched off with `eqx.nn.inference_mode(model)`, which returns a new model; `fm.predict`
+# and `fm.compute_accuracy` do that for you. (The next section trains with dropout.)
 
 # %%
 # PyTorch (the book)
@@ -288,6 +363,65 @@ assert fm.compute_accuracy(model_jax, fm.DataLoader(train_ds_jax, batch_size=2))
 assert fm.compute_accuracy(model_jax, test_loader_jax) == 1.0
 
 # %% [markdown]
+# ## Dropout: a new key every step
+#
+# PyTorch's `Dropout` draws its mask from the global generator, so `model.train()` is all it
+# needs. In JAX the mask comes from a key you pass in, and a key reused gives the same mask:
+# each step needs its own. `jax.random.fold_in(key, step)` derives it from one key and the
+# step number, inside the compiled step, so the step stays one program. For evaluation,
+# `eqx.nn.inference_mode(model)` turns dropout off, PyTorch's `model.eval()`; both then compute
+# the same outputs from the same weights.
+
+# %%
+# PyTorch
+torch.manual_seed(123)
+dropout_model = torch.nn.Sequential(
+    torch.nn.Linear(2, 30), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+    torch.nn.Linear(30, 20), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+    torch.nn.Linear(20, 2),
+)
+dropout_model.eval()
+with torch.no_grad():
+    dropout_eval = dropout_model(X_train)
+
+# %%
+# JAX
+dropout_jax = fm.NeuralNetwork(2, 2, dropout=0.5, key=jax.random.key(123))
+dropout_jax = fm.load_state_dict(dropout_jax, {f"layers.{k}": v for k, v in dropout_model.state_dict().items()})
+d_params, d_static = eqx.partition(dropout_jax, eqx.is_inexact_array)
+d_opt_state = optimizer_jax.init(d_params)
+dropout_key = jax.random.key(0)
+
+
+@jax.jit
+def dropout_step(params, opt_state, step, features, labels):
+    key = jax.random.fold_in(dropout_key, step)  # a new mask every step
+    def loss(params):
+        logits = eqx.combine(params, d_static)(features, key=key)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, opt_state = optimizer_jax.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
+
+
+dropout_losses, step = [], 0
+for epoch in range(num_epochs):
+    for features, labels in train_loader_jax:
+        d_params, d_opt_state, value = dropout_step(d_params, d_opt_state, jnp.asarray(step), features, labels)
+        dropout_losses.append(float(value))
+        step += 1
+print(np.round(dropout_losses, 2))
+same_key = [dropout_jax(X_train_np, key=jax.random.fold_in(dropout_key, 0)) for _ in range(2)]
+next_key = dropout_jax(X_train_np, key=jax.random.fold_in(dropout_key, 1))
+
+# %%
+# Check: one key, one mask; the next step's key, another mask; in inference mode the JAX
+# model equals PyTorch's model in eval mode
+assert np.array_equal(same_key[0], same_key[1]) and not np.array_equal(same_key[0], next_key)
+assert_same(eqx.nn.inference_mode(dropout_jax)(X_train_np), dropout_eval)
+assert len(dropout_losses) == 6 and all(np.isfinite(dropout_losses))
+
+# %% [markdown]
 # ## The losses on one plot
 #
 # PyTorch's six losses and `fm.fit`'s lie on top of each other. The dashed line is `fm.fit`
@@ -352,7 +486,10 @@ plt.show()
 assert_same(proba_grid, proba_grid_torch)
 
 # %% [markdown]
-# ## Why compile: time per training step
+# ## Optional: why compile, time per training step
+#
+# *The times in this section depend on the machine (its CPU or GPU, and what else runs on
+# it); only the check that all three ways compute the same losses is part of the lesson.*
 #
 # The same training step three ways, on a larger version of the toy problem (1,024 points,
 # batches of 8, 128 steps per epoch), all from PyTorch's initial weights and in the same order:
@@ -365,8 +502,8 @@ assert_same(proba_grid, proba_grid_torch)
 #
 # (JAX *without* `jit` dispatches every small operation on its own and is much slower than
 # PyTorch eager on a model this size; it is left out.) The first call of a jitted function
-# compiles it; the times below are measured after that, as the best of a few repeats. They are
-# this machine's numbers on its CPU, not a benchmark.
+# compiles it; the times below are measured after that, as the best of a few repeats. They
+# are one run's numbers, not a benchmark (`fundamentals bench` is one).
 
 # %%
 rng = np.random.default_rng(0)
@@ -452,7 +589,7 @@ ax.set_xscale("log")
 ax.set_xlim(min(micros) / 2, max(micros) * 4)
 ax.invert_yaxis()
 ax.set_xlabel("time per training step (log scale; lower is better)")
-ax.set_title(f"One SGD step of NeuralNetwork(2, 2), batch {batch_size}, on this CPU")
+ax.set_title(f"One SGD step of NeuralNetwork(2, 2), batch {batch_size} (JAX on {jax.default_backend()})")
 plt.show()
 
 # %%

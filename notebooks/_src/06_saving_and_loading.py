@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 
+import equinox as eqx
 import numpy as np
 import optax
 import torch
@@ -25,6 +26,7 @@ import fundamentals as fm
 from fundamentals.testing import assert_same
 
 torch.set_num_threads(1)
+jax.config.update("jax_default_matmul_precision", "highest")  # full float32 on GPUs too (not TF32)
 np.set_printoptions(precision=4, suppress=True)
 
 start_dir, scratch = os.getcwd(), tempfile.mkdtemp(prefix="fundamentals-06-")
@@ -88,6 +90,10 @@ assert fm.predict(model_jax, X_all.numpy()).tolist() == [0, 0, 0, 1, 1, 0, 1]
 
 # %% [markdown]
 # ## Save and load in the same library
+#
+# Plain Equinox saves a model with `eqx.tree_serialise_leaves`: the arrays of the pytree in
+# order, with no names, loaded back into a model of the same structure. `fm.save_model` writes
+# PyTorch's names instead, so that the other library can read the file too.
 
 # %%
 # PyTorch (the book)
@@ -97,10 +103,13 @@ model_loaded = NeuralNetwork(2, 2)  # needs to match the original model exactly
 model_loaded.load_state_dict(torch.load("model.pth", weights_only=True))
 
 # %%
-# JAX
-fm.save_model(model_jax, "model.safetensors")
+# JAX, plain Equinox: the leaves of the pytree, in order, into a file; loading fills a model of the same structure
+eqx.tree_serialise_leaves("model.eqx", model_jax)
+model_eqx_loaded = eqx.tree_deserialise_leaves("model.eqx", fm.NeuralNetwork(2, 2, key=jax.random.key(0)))
 
-model_jax_loaded = fm.load_model("model.safetensors")  # the architecture is stored in the file
+# JAX with fundamentals: PyTorch's keys, in a safetensors file that also records the architecture
+fm.save_model(model_jax, "model.safetensors")
+model_jax_loaded = fm.load_model("model.safetensors")  # no model to fill needed
 print(model_jax_loaded)
 
 # %%
@@ -111,13 +120,20 @@ saved, loaded = fm.state_dict(model_jax), fm.state_dict(model_jax_loaded)
 assert list(saved) == list(loaded)
 for key in saved:
     assert np.array_equal(saved[key], loaded[key]) and saved[key].dtype == loaded[key].dtype
+    assert np.array_equal(saved[key], fm.state_dict(model_eqx_loaded)[key])
 
 # %% [markdown]
 # ## What the file holds
 #
 # A safetensors file is a small JSON header (names, dtypes, shapes, and free-form metadata)
-# followed by the raw arrays; loading it runs no code, unlike unpickling a `.pth` file. The
-# names and shapes are PyTorch's `state_dict` keys.
+# followed by the raw arrays, so loading it runs no code. The names and shapes are PyTorch's
+# `state_dict` keys.
+#
+# A `.pth` file is a pickle, and unpickling an arbitrary pickle can call any function the file
+# names. `torch.load(path, weights_only=True)`, the default since PyTorch 2.6, allows only
+# tensors, containers and numbers, so it runs no code either; `fm.torch_load` reads the same
+# format under the same rule without PyTorch (next sections). Below, a file that would call
+# `print` when unpickled is refused by both.
 
 # %%
 # JAX
@@ -135,6 +151,34 @@ torch_state = model.state_dict()
 assert sorted(file_arrays) == sorted(torch_state)
 for key, value in torch_state.items():
     assert file_arrays[key].shape == tuple(value.shape) and file_arrays[key].dtype == np.float32
+
+# %%
+# PyTorch: a .pth whose pickle calls a function when loaded, refused with weights_only=True
+class RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return (print, ("this ran while loading the file",))
+
+
+torch.save({"layers.0.weight": torch.zeros(2), "payload": RunsCodeWhenUnpickled()}, "unsafe.pth")
+try:
+    torch.load("unsafe.pth", weights_only=True)
+except Exception as error:
+    torch_refusal = error
+    print(type(error).__name__ + ":", str(error).split(".")[0])  # "Weights only load failed"
+
+# %%
+# JAX: fm.torch_load applies the same rule, without torch
+try:
+    fm.torch_load("unsafe.pth")
+except fm.TorchFileError as error:
+    jax_refusal = error
+    print(type(error).__name__, str(error)[:140])
+
+# %%
+# Check: both refuse the file (and nothing was printed by the payload); both read the safe one alike
+assert isinstance(torch_refusal, Exception) and "print" in str(jax_refusal)
+for key, value in torch.load("model.pth", weights_only=True).items():
+    assert_same(fm.torch_load("model.pth")[key], value)
 
 # %% [markdown]
 # ## From `fundamentals` to PyTorch

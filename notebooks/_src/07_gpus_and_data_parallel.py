@@ -10,8 +10,10 @@
 # the same compiled train step. The compiler inserts the averaging of the gradients itself.
 # Processes are only needed for several machines (`jax.distributed`, `fm.launch`).
 #
-# This machine has no GPU, so the notebook asks XLA to split the CPU into 8 devices. That has
-# to happen before JAX starts its CPU backend, so it is the very first thing we do.
+# So that the multi-device part runs on any machine, the notebook asks XLA to split the CPU
+# into 8 devices. That has to happen before JAX starts its CPU backend, so it is the very
+# first thing we do. Where JAX finds GPUs they stay its default devices, and the cells below
+# follow their number: with one GPU the "mesh" has one device and there is nothing to average.
 
 # %%
 import jax
@@ -19,6 +21,7 @@ import jax
 # Must run before anything asks JAX for a device. On a GPU machine it changes only the CPU
 # backend; JAX still picks the GPUs first.
 jax.config.update("jax_num_cpu_devices", 8)
+jax.config.update("jax_default_matmul_precision", "highest")  # full float32 on GPUs too (not TF32)
 
 # %%
 import contextlib
@@ -30,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import types
 
 import equinox as eqx
 import numpy as np
@@ -62,7 +66,8 @@ class NeuralNetwork(torch.nn.Module):  # the book's listing A.4
 #
 # `torch.device("cuda" if torch.cuda.is_available() else "cpu")` becomes `fm.default_device()`:
 # the first device of JAX's default backend (a GPU if JAX has one, else the CPU). `.to(device)`
-# becomes `fm.to_device(x, device)`, which returns a new array (or model) on that device.
+# is `jax.device_put(x, device)` in plain JAX, which returns a new array (or pytree, such as a
+# model) on that device; `fm.to_device` is the same with the argument checks.
 
 # %%
 # PyTorch (the book)
@@ -78,10 +83,15 @@ tensor_2 = tensor_2.to(device)
 print(tensor_1 + tensor_2)
 
 # %%
-# JAX
-device_jax = fm.default_device()
+# JAX, plain
+device_jax = jax.devices()[0]  # the default backend's first device
 print(device_jax, "of", jax.devices())
+plain_sum = jax.device_put(jnp.array([1., 2., 3.]), device_jax) + jax.device_put(jnp.array([4., 5., 6.]), device_jax)
+print(plain_sum, plain_sum.devices())
 
+# %%
+# JAX with fundamentals
+device_jax = fm.default_device()
 tensor_1_jax = fm.to_device(fm.tensor([1., 2., 3.]), device_jax)
 tensor_2_jax = fm.to_device(fm.tensor([4., 5., 6.]), device_jax)
 result_jax = tensor_1_jax + tensor_2_jax
@@ -91,7 +101,8 @@ print(result_jax, result_jax.devices())
 # Check: the same sums; the JAX result lives on the chosen device
 result = tensor_1 + tensor_2
 assert_same(result_jax, result)
-assert result_jax.devices() == {device_jax}
+assert_same(plain_sum, result)
+assert result_jax.devices() == plain_sum.devices() == {device_jax} and device_jax == jax.devices()[0]
 assert result.device.type == device.type
 
 # %% [markdown]
@@ -206,7 +217,7 @@ with socket.socket() as probe:  # a free port for the process group
 # %%
 # %%writefile {scratch}/ddp_book.py
 import os
-import sys
+import sys  # noqa: F811 - this cell is its own script, written to a file
 
 import numpy as np
 import torch
@@ -309,7 +320,8 @@ ddp_final = torch.load(os.path.join(scratch, "ddp_final.pth"), weights_only=True
 # ## The same training in one JAX process: a mesh
 #
 # `fm.data_mesh()` arranges the devices along one axis named `"data"`. A batch placed with
-# `fm.batch_sharding(mesh)` is split along that axis (16 rows: 2 per device), and parameters
+# `fm.batch_sharding(mesh)` is split along that axis (16 rows: 2 per device on the 8 CPU
+# devices), and parameters
 # placed with `fm.replicated_sharding(mesh)` are copied to every device. `fm.fit(...,
 # mesh=mesh)` does both; its train step is the same jitted function as on one device.
 #
@@ -320,7 +332,12 @@ ddp_final = torch.load(os.path.join(scratch, "ddp_final.pth"), weights_only=True
 
 # %%
 # JAX
-mesh = fm.data_mesh()
+def mesh_size(num_devices, global_batch=16):
+    """The most devices, at most `num_devices`, that split a global batch evenly."""
+    return max(n for n in range(1, num_devices + 1) if global_batch % n == 0)
+
+
+mesh = fm.data_mesh(mesh_size(jax.device_count()))  # 8 CPU devices here; 1, 2, 4 or 8 GPUs elsewhere
 print(mesh)
 
 batch = jax.device_put(X_blobs[:16], fm.batch_sharding(mesh))
@@ -352,7 +369,7 @@ single_model, single_history = fm.fit(
     fm.DataLoader(dataset, batch_size=16, sampler=ReplaySampler(orders), drop_last=True),
     num_epochs=3, log=None)
 print("DDP, 2 processes:   ", np.round(ddp_losses, 4))
-print("JAX, 8-device mesh: ", np.round(mesh_history["loss"], 4))
+print(f"JAX, {mesh.size}-device mesh: ", np.round(mesh_history["loss"], 4))
 print("JAX, one device:    ", np.round(single_history["loss"], 4))
 print(mesh_model.layers[0].weight.sharding)
 
@@ -363,7 +380,9 @@ assert_same(single_history["loss"], mesh_history["loss"], same_dtype=False)
 for key, value in ddp_final.items():
     assert_same(fm.state_dict(mesh_model)[key], value)
     assert_same(fm.state_dict(single_model)[key], fm.state_dict(mesh_model)[key])
-assert len(batch.addressable_shards) == 8 and batch.addressable_shards[0].data.shape == (2, 2)
+assert len(batch.addressable_shards) == mesh.size
+assert all(shard.data.shape == (16 // mesh.size, 2) for shard in batch.addressable_shards)
+assert [mesh_size(n) for n in (1, 2, 3, 4, 6, 8, 12)] == [1, 2, 2, 4, 4, 8, 8]
 
 # %% [markdown]
 # ### Where did the gradient averaging go?
@@ -371,7 +390,8 @@ assert len(batch.addressable_shards) == 8 and batch.addressable_shards[0].data.s
 # DDP averages gradients with hooks that run during `backward()`. In JAX nobody wrote an
 # averaging step: when the compiler partitions the step for the mesh, it sees that the
 # gradient sums over the batch axis, which is split across devices, and inserts an
-# `all-reduce` into the compiled program. We can find it there.
+# `all-reduce` into the compiled program. We can find it there (on a mesh of one device there
+# is nothing to average, and no all-reduce).
 
 # %%
 params, static = eqx.partition(start_model, eqx.is_inexact_array)
@@ -386,12 +406,13 @@ y_sharded = jax.device_put(y_blobs[:16], fm.batch_sharding(mesh))
 replicated = jax.device_put(params, fm.replicated_sharding(mesh))
 compiled = jax.jit(jax.grad(loss_fn)).lower(replicated, X_sharded, y_sharded).compile()
 all_reduces = [line.strip() for line in compiled.as_text().splitlines() if "all-reduce(" in line]
-print(len(all_reduces), "all-reduce instruction(s), e.g.:")
-print(all_reduces[0][:150])
+print(len(all_reduces), f"all-reduce instruction(s) on a {mesh.size}-device mesh")
+if all_reduces:
+    print("e.g.", all_reduces[0][:150])
 
 # %%
-# Check: the compiled gradient has an all-reduce, and equals the gradient on one device
-assert all_reduces
+# Check: the compiled gradient has an all-reduce when the batch is split, and equals the gradient on one device
+assert bool(all_reduces) == (mesh.size > 1)
 sharded_grads = jax.jit(jax.grad(loss_fn))(replicated, X_sharded, y_sharded)
 single_grads = jax.grad(loss_fn)(params, X_blobs[:16], y_blobs[:16])
 for sharded, single in zip(jax.tree_util.tree_leaves(sharded_grads), jax.tree_util.tree_leaves(single_grads)):
@@ -407,9 +428,10 @@ for sharded, single in zip(jax.tree_util.tree_leaves(sharded_grads), jax.tree_ut
 # `fm.launch(fn, num_processes, ...)` does this on one machine, as `mp.spawn` does for DDP: it
 # starts the processes, initialises `jax.distributed` in each, and calls `fn(rank, ...)`.
 #
-# As with `mp.spawn`, the function must live in a file. Here two processes with 4 CPU devices
-# each form the same 8-device mesh; each process replays *its* DDP rank's batches, so rank 0
-# feeds rows 1–8 and rank 1 rows 9–16 of every global batch.
+# As with `mp.spawn`, the function must live in a file. Here two processes form one mesh; each
+# process replays *its* DDP rank's batches, so rank 0 feeds rows 1–8 and rank 1 rows 9–16 of
+# every global batch. On a machine with two or more GPUs each process takes its share of them;
+# elsewhere each takes 4 simulated CPU devices (`launch_plan` below decides).
 
 # %%
 # %%writefile {scratch}/jax_ddp.py
@@ -423,7 +445,7 @@ from fundamentals.testing import ReplaySampler
 
 
 def main(rank, folder, initial_state, num_epochs):
-    # jax.distributed is initialised: this process sees all 8 devices, 4 of them its own
+    # jax.distributed is initialised: this process sees every process's devices, some of them its own
     data = np.load(f"{folder}/blobs.npz")
     my_orders = np.load(f"{folder}/ddp_rank{rank}.npz")["orders"]
     loader = fm.DataLoader(fm.ArrayDataset(data["X"], data["y"]), batch_size=8,  # this process's rows
@@ -435,20 +457,36 @@ def main(rank, folder, initial_state, num_epochs):
     return history["loss"], fm.state_dict(model)
 
 # %%
-# JAX: two processes, 4 devices each
+# JAX: two processes
+def launch_plan(devices, per_process_batch=8):
+    """(devices_per_process, extra environment) for two processes on this machine's `devices`."""
+    accelerators = [d for d in devices if d.platform != "cpu"]
+    if len(accelerators) >= 2:  # share the GPUs: 1, 2 or 4 each, dividing the 8 rows of a process
+        return max(n for n in (1, 2, 4, 8) if n <= len(accelerators) // 2 and per_process_batch % n == 0), {}
+    return 4, {"JAX_PLATFORMS": "cpu"}  # no GPUs, or one that two processes cannot share
+
+
+devices_per_process, launch_env = launch_plan(jax.devices())
+print("devices per process:", devices_per_process, launch_env)
+
 sys.path.insert(0, scratch)
 import jax_ddp
 
 initial_numpy = {key: value.numpy() for key, value in ddp_initial.items()}
 output = io.StringIO()
 with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-    results = fm.launch(jax_ddp.main, 2, scratch, initial_numpy, 3, devices_per_process=4)
+    results = fm.launch(jax_ddp.main, 2, scratch, initial_numpy, 3, devices_per_process=devices_per_process,
+                        env=launch_env)
 print("\n".join(line for line in output.getvalue().splitlines() if "process " in line))
 for rank, (losses, _) in enumerate(results):
     print(f"rank {rank}:", np.round(losses, 4))
 
 # %%
-# Check: both processes report the global losses, equal to DDP's and to the one-process mesh
+# Check: both processes report the global losses, equal to DDP's and to the one-process mesh;
+# the plan fits 0, 1 or several GPUs (checked here with stand-ins for GPU devices)
+gpus = [types.SimpleNamespace(platform="gpu")] * 8
+assert [launch_plan(gpus[:n])[0] for n in (2, 3, 4, 8)] == [1, 1, 2, 4]
+assert launch_plan(gpus[:1]) == launch_plan(jax.devices("cpu")) == (4, {"JAX_PLATFORMS": "cpu"})
 for losses, state in results:
     assert_same(losses, ddp_losses, same_dtype=False)
     for key, value in ddp_final.items():
@@ -466,7 +504,7 @@ for losses, state in results:
 # | `DistributedSampler`: each process loads its rows | the batch sharded over the mesh: `fm.batch_sharding(mesh)` |
 # | `DDP(model)`: a copy per GPU, kept equal | parameters replicated: `fm.replicated_sharding(mesh)` |
 # | gradients all-reduced by DDP's hooks in `backward()` | an `all-reduce` the compiler inserts into the jitted step |
-# | `destroy_process_group()` | nothing to clean up |
+# | `destroy_process_group()` | `jax.distributed.shutdown()` (run at exit; `fm.launch`'s processes need no call) |
 
 # %%
 sys.path.remove(scratch)
