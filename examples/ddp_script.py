@@ -44,19 +44,16 @@ def ddp_setup(rank, world_size):
 
 
 def prepare_dataset():
-    X_train = np.array([
-        [-1.2, 3.1],
-        [-0.9, 2.9],
-        [-0.5, 2.6],
-        [2.3, -1.1],
-        [2.7, -1.5]
-    ], dtype=np.float32)
+    X_train = np.array([[-1.2, 3.1], [-0.9, 2.9], [-0.5, 2.6], [2.3, -1.1], [2.7, -1.5]], dtype=np.float32)
     y_train = np.array([0, 0, 0, 1, 1])
 
-    X_test = np.array([
-        [-0.8, 2.8],
-        [2.6, -1.6],
-    ], dtype=np.float32)
+    X_test = np.array(
+        [
+            [-0.8, 2.8],
+            [2.6, -1.6],
+        ],
+        dtype=np.float32,
+    )
     y_test = np.array([0, 1])
 
     train_ds = ToyDataset(X_train, y_train)
@@ -69,7 +66,7 @@ def prepare_dataset():
         pin_memory=True,  # accepted, and a no-op: JAX places batches on the device itself
         drop_last=True,
         # NEW: chunk batches across processes without overlapping samples:
-        sampler=DistributedSampler(train_ds)  # NEW: rank and world size from jax.distributed
+        sampler=DistributedSampler(train_ds),  # NEW: rank and world size from jax.distributed
     )
     test_loader = DataLoader(
         dataset=test_ds,
@@ -115,16 +112,17 @@ def main(rank, world_size, num_epochs, save_path=None):
         train_loader.sampler.set_epoch(epoch)
 
         for features, labels in train_loader:
-
             batch_size = labels.shape[0]  # this rank's rows
             # NEW: this rank's rows become its part of one global batch (features.to(rank))
             features, labels = fm.shard_batch((features, labels), mesh)
             params, opt_state, loss = train_step(params, opt_state, features, labels)
 
             # LOGGING (the loss is the global batch's, the same on every rank)
-            print(f"[{device}{rank}] Epoch: {epoch+1:03d}/{num_epochs:03d}"
-                  f" | Batchsize {batch_size:03d}"
-                  f" | Train/Val Loss: {float(loss.addressable_data(0)):.2f}")
+            print(
+                f"[{device}{rank}] Epoch: {epoch + 1:03d}/{num_epochs:03d}"
+                f" | Batchsize {batch_size:03d}"
+                f" | Train/Val Loss: {float(loss.addressable_data(0)):.2f}"
+            )
 
     # the core model, as model.module in the book: this process's copy of the parameters
     model = eqx.combine(jax.tree.map(lambda p: p.addressable_data(0), params), static)

@@ -54,7 +54,9 @@ def _describe(obj: Any, holders: list, active: dict, depth: int):
         return (type(obj).__name__, obj)
     if isinstance(obj, (int, float, complex)):
         return (type(obj).__name__, repr(obj))  # repr: nan == nan, 0.0 != -0.0
-    if isinstance(obj, (np.ndarray, np.generic)) or (isinstance(obj, jax.Array) and not isinstance(obj, jax.core.Tracer)):
+    if isinstance(obj, (np.ndarray, np.generic)) or (
+        isinstance(obj, jax.Array) and not isinstance(obj, jax.core.Tracer)
+    ):
         if obj.nbytes > _MAX_ARRAY_BYTES:  # a data set read as a global: compare by identity, not bytes
             return _identity(obj, holders)
         array = np.asarray(obj)
@@ -135,7 +137,9 @@ def _cell_contents(cell):
 
 
 def _describe_code(code: types.CodeType):
-    consts = tuple(_describe_code(c) if isinstance(c, types.CodeType) else (type(c).__name__, repr(c)) for c in code.co_consts)
+    consts = tuple(
+        _describe_code(c) if isinstance(c, types.CodeType) else (type(c).__name__, repr(c)) for c in code.co_consts
+    )
     return (code.co_code, consts, code.co_names, code.co_varnames, code.co_freevars, code.co_argcount)
 
 

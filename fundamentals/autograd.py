@@ -42,6 +42,7 @@ __all__ = [
     "plot_computation_graph",
 ]
 
+
 def logistic_regression_loss(w1, b, x1=None, y=None) -> jax.Array:
     """The book's logistic-regression forward pass and loss (listings A.2 and A.3), as a pure function.
 
@@ -257,8 +258,9 @@ def graph_layout(graph: ComputationGraph, sweeps: int = 6) -> GraphLayout:
     for sweep in range(sweeps):
         neighbours = preds if sweep % 2 == 0 else succs
         for c in sorted(columns, reverse=sweep % 2 == 1):
-            columns[c].sort(key=lambda n: sum(row[m] for m in neighbours[n]) / len(neighbours[n])
-                            if neighbours[n] else row[n])
+            columns[c].sort(
+                key=lambda n: sum(row[m] for m in neighbours[n]) / len(neighbours[n]) if neighbours[n] else row[n]
+            )
             place(columns[c])
     position: dict[str, tuple[float, float]] = {name: (float(column[name]), row[name]) for name in laid_out}
     for source, target in edges:
@@ -268,8 +270,13 @@ def graph_layout(graph: ComputationGraph, sweeps: int = 6) -> GraphLayout:
     return GraphLayout(nodes=nodes, edges=edges, position=position)
 
 
-def plot_computation_graph(graph: ComputationGraph, groups: Sequence[tuple[str, int | None]] = (),
-                           output_label: str | None = None, ax=None, title: str | None = None):
+def plot_computation_graph(
+    graph: ComputationGraph,
+    groups: Sequence[tuple[str, int | None]] = (),
+    output_label: str | None = None,
+    ax=None,
+    title: str | None = None,
+):
     """Draw a computation graph with matplotlib: inputs in blue, one box per primitive, the output in yellow.
 
     **Arguments:**
@@ -300,7 +307,7 @@ def plot_computation_graph(graph: ComputationGraph, groups: Sequence[tuple[str, 
     colours = ["#eef2ff", "#ecfdf5", "#fff7ed", "#fdf2f8"]
     start = 0
     for i, (text, count) in enumerate(groups):
-        members = ops[start:] if count is None else ops[start:start + count]
+        members = ops[start:] if count is None else ops[start : start + count]
         start = len(ops) if count is None else start + count
         if not members:
             continue
@@ -308,16 +315,29 @@ def plot_computation_graph(graph: ComputationGraph, groups: Sequence[tuple[str, 
         ax.axvspan(min(xs) - 0.45, max(xs) + 0.45, color=colours[i % len(colours)], zorder=0)
         ax.text((min(xs) + max(xs)) / 2, 1.75, text, ha="center", fontsize=10)
     for source, target in layout.edges:
-        ax.annotate("", xy=position[target], xytext=position[source],
-                    arrowprops=dict(arrowstyle="-|>", color="#6b7280", shrinkA=14, shrinkB=14, lw=1))
+        ax.annotate(
+            "",
+            xy=position[target],
+            xytext=position[source],
+            arrowprops=dict(arrowstyle="-|>", color="#6b7280", shrinkA=14, shrinkB=14, lw=1),
+        )
     for name, (x, y) in position.items():
         kind, label = nodes[name]["kind"], nodes[name]["label"]
         style = dict(styles[kind])
         if kind == "box" and name.startswith("output"):
             style.update(facecolor="#fde68a", edgecolor="#92400e")
             label = output_label if output_label is not None else label
-        ax.text(x, y, label, ha="center", va="center", fontsize=9 if kind != "const" else 8,
-                color="#6b7280" if kind == "const" else "black", bbox=style, zorder=3)
+        ax.text(
+            x,
+            y,
+            label,
+            ha="center",
+            va="center",
+            fontsize=9 if kind != "const" else 8,
+            color="#6b7280" if kind == "const" else "black",
+            bbox=style,
+            zorder=3,
+        )
     xs = [p[0] for p in position.values()]
     ys = [p[1] for p in position.values()]
     ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)

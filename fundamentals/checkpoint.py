@@ -131,7 +131,9 @@ def _checked_architecture(path, text: str, tensors: dict[str, np.ndarray]) -> di
         )
     for key, shape in parameter_shapes(sizes["num_inputs"], sizes["num_outputs"], hidden, dropout).items():
         if key not in tensors:
-            raise CheckpointError(f"{path}: its architecture metadata needs array {key!r}, which the file does not hold")
+            raise CheckpointError(
+                f"{path}: its architecture metadata needs array {key!r}, which the file does not hold"
+            )
         if tuple(tensors[key].shape) != shape:
             raise CheckpointError(
                 f"{path}: its architecture metadata says {key!r} has shape {shape}, the file's array has "
@@ -165,7 +167,11 @@ def save_model(model, path: str | os.PathLike) -> Path:
         raise TypeError(
             f"save_model: expected an Equinox model (such as NeuralNetwork) or a pytree holding arrays, "
             f"got {type(model).__module__}.{type(model).__name__} with no JAX or NumPy arrays in it"
-            + ("; for a PyTorch module, save model.state_dict() with torch.save" if hasattr(model, "state_dict") else "")
+            + (
+                "; for a PyTorch module, save model.state_dict() with torch.save"
+                if hasattr(model, "state_dict")
+                else ""
+            )
         )
     if Path(path).suffix.lower() in _TORCH_SUFFIXES:
         return torch_save(OrderedDict(arrays), path)  # torch's state_dict is an OrderedDict
@@ -295,7 +301,9 @@ def _optimizer_signature(opt_state) -> dict[str, Any]:
                 visit(child)
 
     visit(opt_state)
-    leaves = [[list(np.shape(leaf)), np.dtype(np.asarray(leaf).dtype).name] for leaf in jax.tree_util.tree_leaves(opt_state)]
+    leaves = [
+        [list(np.shape(leaf)), np.dtype(np.asarray(leaf).dtype).name] for leaf in jax.tree_util.tree_leaves(opt_state)
+    ]
     return {"states": names, "leaves": leaves}
 
 
@@ -358,6 +366,7 @@ def _check_optimizer(path, header: dict[str, str], opt_state) -> None:
         raise CheckpointError(f"checkpoint {path} has invalid optimizer metadata: {error}") from None
     current = _optimizer_signature(opt_state)
     if stored_states != current["states"] or stored_leaves != current["leaves"]:
+
         def describe(states, leaves):
             return f"{' + '.join(states) or 'no state types'} with {len(leaves)} arrays"
 
@@ -392,7 +401,9 @@ def _checked_state(path, header: dict[str, str], tensors: dict[str, np.ndarray])
     if "seed" in state and (isinstance(state["seed"], bool) or not isinstance(state["seed"], int)):
         raise CheckpointError(f"checkpoint {path}: field 'seed' must be an integer, got {state['seed']!r}")
     if "loader" in state and not isinstance(state["loader"], dict):
-        raise CheckpointError(f"checkpoint {path}: field 'loader' must be an object, got {type(state['loader']).__name__}")
+        raise CheckpointError(
+            f"checkpoint {path}: field 'loader' must be an object, got {type(state['loader']).__name__}"
+        )
     history = state.get("history", {})
     if not isinstance(history, dict):
         raise CheckpointError(
@@ -400,7 +411,7 @@ def _checked_state(path, header: dict[str, str], tensors: dict[str, np.ndarray])
         )
     for key, value in tensors.items():
         if key.startswith("history."):
-            history[key[len("history."):]] = value.tolist()
+            history[key[len("history.") :]] = value.tolist()
     for name in ("loss", "epoch_loss", "val_accuracy"):
         if name in history and not isinstance(history[name], list):
             raise CheckpointError(

@@ -124,8 +124,7 @@ def _bounded_layers(sizes: tuple[int, ...]) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
     for size in sizes:
         if size > limit:
-            raise argparse.ArgumentTypeError(
-                _limits.over("a layer size", size, limit, "FUNDAMENTALS_MAX_LAYER_SIZE"))
+            raise argparse.ArgumentTypeError(_limits.over("a layer size", size, limit, "FUNDAMENTALS_MAX_LAYER_SIZE"))
     return sizes
 
 
@@ -157,7 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no per-step log lines")
     train.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
     train.add_argument(
-        "--num-processes", type=_positive_int, default=1, help="data-parallel processes on this machine (mp.spawn's nprocs)"
+        "--num-processes",
+        type=_positive_int,
+        default=1,
+        help="data-parallel processes on this machine (mp.spawn's nprocs)",
     )
     train.add_argument(
         "--devices-per-process", type=_positive_int, default=1, help="devices each process drives (CPU: simulated)"
@@ -180,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmark jit-compiled JAX training against PyTorch (fundamentals bench --help)",
         description="Benchmark jit-compiled JAX training against PyTorch, each framework in its own process.",
     )
-    bench.add_argument("benchmark", nargs="?", default="all", choices=(*SECTIONS, "all"),
-                       help="which benchmark (default: all)")
+    bench.add_argument(
+        "benchmark", nargs="?", default="all", choices=(*SECTIONS, "all"), help="which benchmark (default: all)"
+    )
     bench.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (tests, CI)")
     bench.add_argument("--json", metavar="FILE", help="write every figure and the machine to FILE")
     bench.add_argument("--plot", metavar="FILE.png", help="plot per-step time by variant to a PNG")
@@ -223,8 +226,11 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before training, outputs that could not be written or that would overwrite an input."""
-    outputs = [(option, path) for option, path in
-               (("--out", args.out), ("--checkpoint", args.checkpoint), ("--plot", args.plot)) if path is not None]
+    outputs = [
+        (option, path)
+        for option, path in (("--out", args.out), ("--checkpoint", args.checkpoint), ("--plot", args.plot))
+        if path is not None
+    ]
     for option, path in outputs:
         try:
             check_output_path(path)
@@ -232,7 +238,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise CLIError(f"{option}: {error}") from None
     files = ([("--data", args.data)] if args.data not in ("toy", "digits") else []) + outputs
     for i, (first, first_path) in enumerate(files):
-        for second, second_path in files[i + 1:]:
+        for second, second_path in files[i + 1 :]:
             if _same_file(first_path, second_path):
                 raise CLIError(f"{second} {second_path} is the same file as {first}; give each its own file")
 

@@ -72,7 +72,6 @@ class Dataset(Protocol):
     def __getitem__(self, index): ...
 
 
-
 class ArrayDataset:
     """A dataset over arrays of equal length: item `i` is `(arrays[0][i], arrays[1][i], ...)`.
 
@@ -201,7 +200,9 @@ def default_collate(batch: list):
             raise TypeError(f"default_collate: cannot stack arrays of dtype {arrays[0].dtype}")
         shapes = {item.shape for item in arrays}
         if len(shapes) > 1:
-            raise ValueError(f"default_collate: items must have the same shape to be stacked, got shapes {sorted(shapes)}")
+            raise ValueError(
+                f"default_collate: items must have the same shape to be stacked, got shapes {sorted(shapes)}"
+            )
         # np.array stacks equal-shape arrays as np.stack does, at a quarter of its cost for small items.
         return np.array(arrays)
     if type(elem) is tuple:  # the usual (features, label) item, without the ABC checks below
@@ -361,7 +362,9 @@ class DataLoader:
         if len(dataset) == 0:
             raise ValueError("DataLoader: dataset is empty (len(dataset) == 0); there is nothing to load")
         if batch_size is None:
-            raise TypeError("DataLoader: batch_size must be a positive int; batch_size=None (no batching) is not supported")
+            raise TypeError(
+                "DataLoader: batch_size must be a positive int; batch_size=None (no batching) is not supported"
+            )
         batch_size = check_int("DataLoader: batch_size", batch_size, 1)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"DataLoader: shuffle must be a bool, got {type(shuffle).__name__}")
@@ -392,11 +395,15 @@ class DataLoader:
             )
         if prefetch_factor is not None:
             if not _is_int(prefetch_factor):
-                raise TypeError(f"DataLoader: prefetch_factor must be an int or None, got {type(prefetch_factor).__name__}")
+                raise TypeError(
+                    f"DataLoader: prefetch_factor must be an int or None, got {type(prefetch_factor).__name__}"
+                )
             if prefetch_factor < 0:
                 raise ValueError("DataLoader: prefetch_factor option should be non-negative")
             if prefetch_factor == 0:
-                raise ValueError("DataLoader: prefetch_factor must be at least 1 here: 0 batches in flight would load nothing")
+                raise ValueError(
+                    "DataLoader: prefetch_factor must be at least 1 here: 0 batches in flight would load nothing"
+                )
         if persistent_workers and num_workers == 0:
             raise ValueError("DataLoader: persistent_workers option needs num_workers > 0")
         if timeout > 0 and num_workers == 0:
@@ -447,7 +454,9 @@ class DataLoader:
                 raise ValueError(f"DataLoader: seed must be a non-negative int, got {seed!r}")
             rng = np.random.default_rng(int(seed))
         else:
-            raise TypeError(f"DataLoader: seed must be an int, a numpy.random.Generator or None, got {type(seed).__name__}")
+            raise TypeError(
+                f"DataLoader: seed must be an int, a numpy.random.Generator or None, got {type(seed).__name__}"
+            )
 
         self.dataset = dataset
         self.batch_size = batch_size
@@ -557,7 +566,9 @@ class DataLoader:
         try:
             self._rng.bit_generator.state = rng_state
         except (ValueError, TypeError, KeyError) as error:
-            raise ValueError(f"DataLoader.load_state_dict: state['rng'] is not a valid {expected} state: {error}") from None
+            raise ValueError(
+                f"DataLoader.load_state_dict: state['rng'] is not a valid {expected} state: {error}"
+            ) from None
         if "sampler_epoch" in state:
             if self.sampler is None or not hasattr(self.sampler, "set_epoch"):
                 raise ValueError(
@@ -614,8 +625,15 @@ class _ThreadedIterator:
     joins the threads, so none outlives the loop.
     """
 
-    def __init__(self, batches: list[np.ndarray], fetch, num_workers: int, prefetch_factor: int = 2,
-                 timeout: float = 0, executor: concurrent.futures.ThreadPoolExecutor | None = None):
+    def __init__(
+        self,
+        batches: list[np.ndarray],
+        fetch,
+        num_workers: int,
+        prefetch_factor: int = 2,
+        timeout: float = 0,
+        executor: concurrent.futures.ThreadPoolExecutor | None = None,
+    ):
         self._batches = iter(batches)
         self._length = len(batches)
         self._fetch = fetch

@@ -75,10 +75,14 @@ def _labels(values: np.ndarray, source: str) -> np.ndarray:
         )
     limit = _limits.max_classes()
     # Checked in the labels' own dtype, before any cast: 1e300 would wrap to a negative int64.
-    bad = ~np.isfinite(values) | (values != np.round(values)) if values.dtype.kind == "f" else np.zeros(len(values), bool)
+    bad = (
+        ~np.isfinite(values) | (values != np.round(values)) if values.dtype.kind == "f" else np.zeros(len(values), bool)
+    )
     if bad.any():
         row = int(np.argmax(bad))
-        raise ValueError(f"{source}: labels must be whole numbers (class indices), got {values[row]!r} in data row {row + 1}")
+        raise ValueError(
+            f"{source}: labels must be whole numbers (class indices), got {values[row]!r} in data row {row + 1}"
+        )
     if (values < 0).any():
         row = int(np.argmax(values < 0))
         raise ValueError(f"{source}: labels must be class indices >= 0, got {values[row]!r} in data row {row + 1}")
@@ -161,7 +165,9 @@ def _load_csv(path: Path, target: str | None, seed: int) -> Split:
     if target is None:
         column = width - 1
     elif header is None:
-        raise ValueError(f"--target {target!r} needs a header row in {path}; it has none (the label is the last column)")
+        raise ValueError(
+            f"--target {target!r} needs a header row in {path}; it has none (the label is the last column)"
+        )
     elif target not in header:
         raise ValueError(f"--target {target!r} is not a column of {path}; columns: {', '.join(header)}")
     else:

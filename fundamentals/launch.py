@@ -91,7 +91,9 @@ def _integer(environ: Mapping[str, str], name: str, default: int | None = None) 
     try:
         return int(text.strip())
     except ValueError:
-        raise ValueError(f"init_distributed: environment variable {name} must be an integer, got {name}={text!r}") from None
+        raise ValueError(
+            f"init_distributed: environment variable {name} must be an integer, got {name}={text!r}"
+        ) from None
 
 
 def torchrun_environment(environ: Mapping[str, str] | None = None) -> LauncherEnvironment | None:
@@ -270,13 +272,17 @@ def init_distributed(
     cannot be reached in time, or JAX has already started in this process and several
     processes are asked for.
     """
-    initialization_timeout = check_int("init_distributed: initialization_timeout", initialization_timeout, 1,
-                                       unit="seconds")
-    heartbeat_timeout_seconds = check_int("init_distributed: heartbeat_timeout_seconds", heartbeat_timeout_seconds, 1,
-                                          unit="seconds")
+    initialization_timeout = check_int(
+        "init_distributed: initialization_timeout", initialization_timeout, 1, unit="seconds"
+    )
+    heartbeat_timeout_seconds = check_int(
+        "init_distributed: heartbeat_timeout_seconds", heartbeat_timeout_seconds, 1, unit="seconds"
+    )
     if local_device_ids is not None:
         if isinstance(local_device_ids, (str, bytes)) or not all(_is_int(i) and i >= 0 for i in local_device_ids):
-            raise TypeError(f"init_distributed: local_device_ids must be a sequence of device numbers, got {local_device_ids!r}")
+            raise TypeError(
+                f"init_distributed: local_device_ids must be a sequence of device numbers, got {local_device_ids!r}"
+            )
         local_device_ids = [int(i) for i in local_device_ids]
     if jax.distributed.is_initialized():
         return jax.process_index(), jax.process_count()
@@ -344,8 +350,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _launcher_environment(base: dict[str, str], rank: int, num_processes: int, devices_per_process: int,
-                          port: int) -> dict[str, str]:
+def _launcher_environment(
+    base: dict[str, str], rank: int, num_processes: int, devices_per_process: int, port: int
+) -> dict[str, str]:
     """A child's environment: torchrun's variables, read by `init_distributed` in the child."""
     first = rank * devices_per_process
     env = dict(base)

@@ -38,10 +38,7 @@ class ReLU(eqx.Module):
 
 def _layer_repr(layer) -> str:
     if isinstance(layer, eqx.nn.Linear):
-        return (
-            f"Linear(in_features={layer.in_features}, out_features={layer.out_features}, "
-            f"bias={layer.use_bias})"
-        )
+        return f"Linear(in_features={layer.in_features}, out_features={layer.out_features}, bias={layer.use_bias})"
     if isinstance(layer, eqx.nn.Dropout):
         return f"Dropout(p={layer.p}, inplace=False)"
     return repr(layer)
@@ -154,8 +151,9 @@ class NeuralNetwork(eqx.Module):
         return f"NeuralNetwork(\n  (layers): Sequential(\n{rows}\n  )\n)"
 
 
-def parameter_shapes(num_inputs: int, num_outputs: int, hidden: Sequence[int] = (30, 20),
-                     dropout: float = 0.0) -> dict[str, tuple[int, ...]]:
+def parameter_shapes(
+    num_inputs: int, num_outputs: int, hidden: Sequence[int] = (30, 20), dropout: float = 0.0
+) -> dict[str, tuple[int, ...]]:
     """The `state_dict` keys and shapes of `NeuralNetwork(num_inputs, num_outputs, hidden=hidden,
     dropout=dropout)`, computed without building it (nothing is allocated).
 
@@ -222,7 +220,9 @@ def _to_numpy(value, key: str) -> np.ndarray:
     try:
         return to_numpy(value)
     except Exception as error:  # noqa: BLE001 - report which key could not be read
-        raise TypeError(f"load_state_dict: value for key {key!r} is not an array ({type(value).__name__}): {error}") from None
+        raise TypeError(
+            f"load_state_dict: value for key {key!r} is not an array ({type(value).__name__}): {error}"
+        ) from None
 
 
 def load_state_dict(model, state_dict: Mapping, strict: bool = True):
@@ -247,7 +247,9 @@ def load_state_dict(model, state_dict: Mapping, strict: bool = True):
     or strings, or floats for an integer array).
     """
     if not isinstance(state_dict, Mapping):
-        raise TypeError(f"load_state_dict: state_dict must be a mapping of key -> array, got {type(state_dict).__name__}")
+        raise TypeError(
+            f"load_state_dict: state_dict must be a mapping of key -> array, got {type(state_dict).__name__}"
+        )
     named, treedef, static = _named_arrays(model)
     model_keys = [key for key, _ in named]
     if strict:

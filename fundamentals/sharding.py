@@ -162,7 +162,6 @@ def to_device(tree, device):
 # ---------------------------------------------------------------------------------------------
 
 
-
 def data_mesh(num_devices: int | None = None) -> Mesh:
     """A 1-D device mesh with one axis, `"data"`, for data-parallel training.
 
@@ -352,7 +351,9 @@ class Placement:
     def __post_init__(self):
         if self.mesh is not None:
             if DATA_AXIS not in self.mesh.axis_names:
-                raise ValueError(f"mesh must have a {DATA_AXIS!r} axis (see data_mesh), got axes {self.mesh.axis_names}")
+                raise ValueError(
+                    f"mesh must have a {DATA_AXIS!r} axis (see data_mesh), got axes {self.mesh.axis_names}"
+                )
             self.batch = batch_sharding(self.mesh)
             # A stack of batches, steps first: the scan walks axis 0, each step's batch is split.
             self.stacked = NamedSharding(self.mesh, PartitionSpec(None, DATA_AXIS))

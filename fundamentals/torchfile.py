@@ -82,8 +82,16 @@ _DTYPES: dict[str, tuple[np.dtype, str | None]] = {
 _STORAGE_DTYPES = {storage: name for name, (_, storage) in _DTYPES.items() if storage}
 _TORCH_DTYPE_NAMES = {dtype: name for name, (dtype, _) in _DTYPES.items()}
 # torch's other names for the same dtypes (torch.float is torch.float32, ...), as `str(torch.float)` spells them
-_ALIASES = {"float": "float32", "double": "float64", "half": "float16", "long": "int64", "int": "int32",
-            "short": "int16", "cfloat": "complex64", "cdouble": "complex128"}
+_ALIASES = {
+    "float": "float32",
+    "double": "float64",
+    "half": "float16",
+    "long": "int64",
+    "int": "int32",
+    "short": "int16",
+    "cfloat": "complex64",
+    "cdouble": "complex128",
+}
 
 
 def _numpy_dtype(name: str) -> np.dtype:
@@ -200,7 +208,9 @@ def _view(storage, storage_offset, size, stride, dtype: np.dtype | None = None) 
         if len(size) > 64 or any(n >= 2**62 for n in size):
             raise TorchFileError(f"empty tensor of size {size} is not a valid shape")
         try:  # no elements: keep torch's strides, point at no memory
-            return _Tensor(np.ndarray(size, dtype, buffer=np.empty(0, np.uint8), strides=tuple(s * itemsize for s in stride)))
+            return _Tensor(
+                np.ndarray(size, dtype, buffer=np.empty(0, np.uint8), strides=tuple(s * itemsize for s in stride))
+            )
         except ValueError:
             return _Tensor(np.empty(size, dtype))
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
@@ -209,8 +219,9 @@ def _view(storage, storage_offset, size, stride, dtype: np.dtype | None = None) 
             f"a tensor of size {size}, stride {stride} and offset {offset} reaches element {last}, "
             f"but its {storage!r} holds {available} {dtype} elements"
         )
-    array = np.ndarray(size, dtype, buffer=storage.data, offset=offset * itemsize,
-                       strides=tuple(s * itemsize for s in stride))
+    array = np.ndarray(
+        size, dtype, buffer=storage.data, offset=offset * itemsize, strides=tuple(s * itemsize for s in stride)
+    )
     return _Tensor(array)
 
 
@@ -328,11 +339,14 @@ def _allowed_globals() -> dict[tuple[str, str], _Global | _DType | _StorageType]
     allow("torch._utils", "_rebuild_parameter", _rebuild_parameter)
     allow("torch._utils", "_rebuild_parameter_with_state", _rebuild_parameter)
     allow("torch._utils", "_rebuild_device_tensor_from_cpu_tensor", _rebuild_from_cpu_tensor)
-    for name, what in (("_rebuild_qtensor", "a quantized tensor"), ("_rebuild_sparse_tensor", "a sparse tensor"),
-                       ("_rebuild_meta_tensor_no_storage", "a meta tensor (it has no data)"),
-                       ("_rebuild_nested_tensor", "a nested tensor"),
-                       ("_rebuild_wrapper_subclass", "a tensor subclass"),
-                       ("_rebuild_device_tensor_from_numpy", "a tensor saved from NumPy")):
+    for name, what in (
+        ("_rebuild_qtensor", "a quantized tensor"),
+        ("_rebuild_sparse_tensor", "a sparse tensor"),
+        ("_rebuild_meta_tensor_no_storage", "a meta tensor (it has no data)"),
+        ("_rebuild_nested_tensor", "a nested tensor"),
+        ("_rebuild_wrapper_subclass", "a tensor subclass"),
+        ("_rebuild_device_tensor_from_numpy", "a tensor saved from NumPy"),
+    ):
         allow("torch._utils", name, _not_supported(what))
     allow("torch._tensor", "_rebuild_from_type_v2", _not_supported("a tensor subclass or a tensor with attributes"))
     allow("torch.serialization", "_get_layout", _not_supported("a sparse tensor layout"))
@@ -397,7 +411,9 @@ def _finish(obj):
             result = value.name
         elif isinstance(value, _Global):
             if value.value is None:
-                raise TorchFileError(f"the file holds the function {value.name} itself, which this reader cannot return")
+                raise TorchFileError(
+                    f"the file holds the function {value.name} itself, which this reader cannot return"
+                )
             result = value.value
         elif isinstance(value, _StorageType):
             raise TorchFileError(f"the file holds the class {value!r} itself, which this reader cannot return")
@@ -436,9 +452,7 @@ def _finish(obj):
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_SAVE_HINT = (
-    "re-save it with a recent PyTorch: torch.save(torch.load(path, weights_only=True), path)"
-)
+_SAVE_HINT = "re-save it with a recent PyTorch: torch.save(torch.load(path, weights_only=True), path)"
 
 
 def is_torch_file(path: str | os.PathLike) -> bool:
@@ -458,7 +472,9 @@ def _allocate(size: int) -> np.ndarray:
 
 def _read_exactly(file, offset: int, size: int, file_size: int, what: str) -> np.ndarray:
     if offset < 0 or offset + size > file_size:
-        raise TorchFileError(f"{what} claims {size} bytes at offset {offset}, past the end of the file ({file_size} bytes)")
+        raise TorchFileError(
+            f"{what} claims {size} bytes at offset {offset}, past the end of the file ({file_size} bytes)"
+        )
     buffer = _allocate(size)
     view = buffer.data
     file.seek(offset)
@@ -477,13 +493,17 @@ class _Archive:
     def __init__(self, file, file_size: int):
         self.file, self.file_size = file, file_size
         zip_file = zipfile.ZipFile(file)
-        pickles = [info for info in zip_file.infolist() if info.filename.endswith("data.pkl")
-                   and info.filename.count("/") == 1]
+        pickles = [
+            info for info in zip_file.infolist() if info.filename.endswith("data.pkl") and info.filename.count("/") == 1
+        ]
         if len(pickles) != 1:
             raise TorchFileError("it is a zip archive but not one written by torch.save (no <name>/data.pkl record)")
         self.prefix = pickles[0].filename[: -len("data.pkl")]
-        self.records = {info.filename[len(self.prefix):]: info for info in zip_file.infolist()
-                        if info.filename.startswith(self.prefix)}
+        self.records = {
+            info.filename[len(self.prefix) :]: info
+            for info in zip_file.infolist()
+            if info.filename.startswith(self.prefix)
+        }
 
     def has(self, name: str) -> bool:
         return name in self.records
@@ -535,6 +555,7 @@ def _load_zip(file, file_size: int):
 
 def _load_legacy(file, file_size: int):
     """torch.save(..., _use_new_zipfile_serialization=False): pickles, then each storage's length and bytes."""
+
     def unpickler(load_storage=None, overrides=None):
         return _Unpickler(file, load_storage or _refuse_storage, overrides)
 
@@ -575,8 +596,10 @@ def _load_legacy(file, file_size: int):
 
         return deferred_rebuild
 
-    overrides = {("torch._utils", rebuild.__name__): _Global(f"torch._utils.{rebuild.__name__}", defer(rebuild))
-                 for rebuild in (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3)}
+    overrides = {
+        ("torch._utils", rebuild.__name__): _Global(f"torch._utils.{rebuild.__name__}", defer(rebuild))
+        for rebuild in (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3)
+    }
     result = unpickler(load_storage, overrides).load()
     keys = unpickler().load()
     if not isinstance(keys, list) or any(not isinstance(k, str) for k in keys):
@@ -644,8 +667,12 @@ def torch_load(path: str | os.PathLike) -> Any:
                 return _finish(_load_legacy(file, file_size))
             file.seek(257)
             if file.read(5) == b"ustar":
-                raise TorchFileError(f"it is PyTorch's tar format (before 0.4), which this reader does not read; {_SAVE_HINT}")
-            raise TorchFileError("it is not a file written by torch.save (neither a zip archive nor a legacy torch pickle)")
+                raise TorchFileError(
+                    f"it is PyTorch's tar format (before 0.4), which this reader does not read; {_SAVE_HINT}"
+                )
+            raise TorchFileError(
+                "it is not a file written by torch.save (neither a zip archive nor a legacy torch pickle)"
+            )
     except UnsafeFileError as error:
         raise UnsafeFileError(f"torch_load: {path}: {error}") from None
     except TorchFileError as error:
@@ -654,8 +681,20 @@ def torch_load(path: str | os.PathLike) -> Any:
         raise TorchFileError(f"torch_load: cannot read {path}: its objects are nested too deeply") from None
     except MemoryError:
         raise TorchFileError(f"torch_load: cannot read {path}: it asks for more memory than there is") from None
-    except (pickle.UnpicklingError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, TypeError,
-            KeyError, IndexError, AttributeError, OverflowError, struct.error, NotImplementedError) as error:
+    except (
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        OverflowError,
+        struct.error,
+        NotImplementedError,
+    ) as error:
         raise TorchFileError(
             f"torch_load: cannot read {path}: it is truncated, corrupted or not a PyTorch file "
             f"({type(error).__name__}: {error})"[:500]
@@ -734,9 +773,11 @@ class _PickleWriter:
             items = list(value.items())
             for start in range(0, len(items), 1000):
                 out += b"("
-                for key, item in items[start:start + 1000]:
+                for key, item in items[start : start + 1000]:
                     if type(key) not in (str, int, float, bool) and key is not None:
-                        raise TypeError(f"torch_save: dict key {key!r} at {where or 'the top'} must be a str or a number")
+                        raise TypeError(
+                            f"torch_save: dict key {key!r} at {where or 'the top'} must be a str or a number"
+                        )
                     self.save(key, where)
                     self.save(item, f"{where}[{key!r}]")
                 out += b"u"
@@ -744,7 +785,7 @@ class _PickleWriter:
             out += b"]"
             for start in range(0, len(value), 1000):
                 out += b"("
-                for i, item in enumerate(value[start:start + 1000], start):
+                for i, item in enumerate(value[start : start + 1000], start):
                     self.save(item, f"{where}[{i}]")
                 out += b"e"
         else:
@@ -845,7 +886,9 @@ def torch_save(obj: Any, path: str | os.PathLike) -> Path:
         ("archive/.storage_alignment", str(_ALIGNMENT).encode()),
         ("archive/byteorder", b"little"),
     ]
-    records += [(f"archive/data/{i}", a.reshape(-1).view(np.uint8).data if a.size else b"")
-                for i, a in enumerate(writer.storages)]
+    records += [
+        (f"archive/data/{i}", a.reshape(-1).view(np.uint8).data if a.size else b"")
+        for i, a in enumerate(writer.storages)
+    ]
     records.append(("archive/version", b"3\n"))
     return atomic_write_bytes(path, _zip_records(records))

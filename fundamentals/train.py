@@ -57,7 +57,9 @@ import optax
 from jax.experimental import multihost_utils
 from tqdm import TqdmWarning
 
-with warnings.catch_warnings():  # in Jupyter without ipywidgets tqdm.auto warns (naming its path), then uses the text bar
+with (
+    warnings.catch_warnings()
+):  # in Jupyter without ipywidgets tqdm.auto warns (naming its path), then uses the text bar
     warnings.simplefilter("ignore", TqdmWarning)
     from tqdm.auto import tqdm
 
@@ -137,8 +139,16 @@ class TrainProgram:
     earlier call compiled. JAX compiles each function once per distinct input shape.
     """
 
-    def __init__(self, static, optimizer: optax.GradientTransformation, loss_fn, takes_key: bool, placement, params_def,
-                 opt_state_def):
+    def __init__(
+        self,
+        static,
+        optimizer: optax.GradientTransformation,
+        loss_fn,
+        takes_key: bool,
+        placement,
+        params_def,
+        opt_state_def,
+    ):
         self.traces = 0  # how many programs JAX traced (and so compiled) for this object
         self.optimizer = optimizer
         self.placement = placement
@@ -171,8 +181,9 @@ class TrainProgram:
                 p, o, loss = train_step(*carry, X, y, step, seed)
                 return (p, o), loss
 
-            (param_leaves, opt_state_leaves), losses = jax.lax.scan(body, (param_leaves, opt_state_leaves),
-                                                                    (Xs, ys, steps))
+            (param_leaves, opt_state_leaves), losses = jax.lax.scan(
+                body, (param_leaves, opt_state_leaves), (Xs, ys, steps)
+            )
             return param_leaves, opt_state_leaves, losses
 
         def train_chunk(param_leaves, opt_state_leaves, Xs, ys, steps, seed):
@@ -191,7 +202,9 @@ class TrainProgram:
         self.gather_chunk = jax.jit(gather_chunk, **placement.shardings("gather"))
 
     @classmethod
-    def create(cls, model, optimizer: optax.GradientTransformation, *, loss_fn=cross_entropy, mesh=None) -> TrainProgram:
+    def create(
+        cls, model, optimizer: optax.GradientTransformation, *, loss_fn=cross_entropy, mesh=None
+    ) -> TrainProgram:
         """The program that trains `model` with `optimizer`: a cached one if an equal one exists.
 
         **Arguments:**
@@ -266,19 +279,34 @@ class _Run:
         if chunk.indices is not None:
             self.programs.add(("gather", chunk.indices.shape))
             self.params, self.opt_state, losses = self.program.gather_chunk(
-                self.params, self.opt_state, chunk.data, placement.put(chunk.indices, stacked=True),
-                placement.replicate(steps), self.seed)
+                self.params,
+                self.opt_state,
+                chunk.data,
+                placement.put(chunk.indices, stacked=True),
+                placement.replicate(steps),
+                self.seed,
+            )
         elif chunk.num_steps == 1:
             X, y = chunk.Xs[0], chunk.ys[0]
             self.programs.add(("step", X.shape, X.dtype.str, y.shape, y.dtype.str))
             self.params, self.opt_state, losses = self.program.step(
-                self.params, self.opt_state, placement.put(X), placement.put(y), placement.replicate(steps[0]),
-                self.seed)  # a scalar loss: indexing it on the device would cost one more dispatch
+                self.params,
+                self.opt_state,
+                placement.put(X),
+                placement.put(y),
+                placement.replicate(steps[0]),
+                self.seed,
+            )  # a scalar loss: indexing it on the device would cost one more dispatch
         else:
             self.programs.add(("chunk", chunk.Xs.shape, chunk.Xs.dtype.str, chunk.ys.shape, chunk.ys.dtype.str))
             self.params, self.opt_state, losses = self.program.chunk(
-                self.params, self.opt_state, placement.put(chunk.Xs, stacked=True),
-                placement.put(chunk.ys, stacked=True), placement.replicate(steps), self.seed)
+                self.params,
+                self.opt_state,
+                placement.put(chunk.Xs, stacked=True),
+                placement.put(chunk.ys, stacked=True),
+                placement.replicate(steps),
+                self.seed,
+            )
         if placement.block_each_call:
             losses.block_until_ready()
         self.global_step += chunk.num_steps
@@ -335,8 +363,11 @@ def _index_chunks(loader, data, row_bytes: int, placement) -> Iterator[_Chunk]:
 
 def _features_and_labels(batch) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        got = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else (
-            f"a {type(batch).__name__}" + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else ""))
+        got = (
+            f"a {type(batch).__name__} of length {len(batch)}"
+            if isinstance(batch, (tuple, list))
+            else (f"a {type(batch).__name__}" + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else ""))
+        )
         raise TypeError(f"fit: each batch of train_loader must be a (features, labels, ...) tuple, got {got}")
     return np.asarray(batch[0]), np.asarray(batch[1])
 
@@ -403,8 +434,12 @@ def _batch_source(loader, model, placement, fused: bool, device_data_bytes: int 
     """A function of no arguments giving one epoch's chunks, and a description of the path."""
     check = _LabelCheck(model) if check_labels_too else None
     arrays: tuple[np.ndarray, ...] = loader.dataset.arrays if reads_arrays(loader) else ()
-    if (fused and len(arrays) >= 2 and not placement.multi_process
-            and sum(a.nbytes for a in arrays[:2]) <= _device_budget(device_data_bytes)):
+    if (
+        fused
+        and len(arrays) >= 2
+        and not placement.multi_process
+        and sum(a.nbytes for a in arrays[:2]) <= _device_budget(device_data_bytes)
+    ):
         if check is not None:
             check(arrays[0][None], arrays[1])
         data = placement.put_data(tuple(arrays[:2]))
@@ -421,7 +456,9 @@ def _check_fit_arguments(num_epochs, optimizer, train_loader, checkpoint, resume
     """Check what `fit` was given; return the number of batches an epoch."""
     check_int("fit: num_epochs", num_epochs, 0)
     if not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(f"optimizer must be an optax.GradientTransformation (e.g. optax.sgd(0.5)), got {type(optimizer).__name__}")
+        raise TypeError(
+            f"optimizer must be an optax.GradientTransformation (e.g. optax.sgd(0.5)), got {type(optimizer).__name__}"
+        )
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH to resume from")
     check_int("fit: seed", seed)
@@ -439,7 +476,8 @@ def _check_fit_arguments(num_epochs, optimizer, train_loader, checkpoint, resume
 def _restore(checkpoint: str, program: TrainProgram, model, opt_state: list, seed: int, train_loader):
     """Parameters, optimizer state and metadata from `checkpoint`, with the loader put back where it was."""
     params_model, opt_state_tree, state = load_checkpoint(
-        checkpoint, params=model, opt_state=jax.tree_util.tree_unflatten(program._opt_state_def, opt_state))
+        checkpoint, params=model, opt_state=jax.tree_util.tree_unflatten(program._opt_state_def, opt_state)
+    )
     if state.get("seed", seed) != seed:
         raise ValueError(
             f"seed={seed} differs from the seed {state['seed']} the checkpoint {checkpoint} was trained "
@@ -456,8 +494,11 @@ class _Reporter:
 
     def __init__(self, log, progress: bool, num_epochs: int, num_batches: int, start_epoch: int, checkpoint):
         self.log, self.num_epochs, self.num_batches, self.checkpoint = log, num_epochs, num_batches, checkpoint
-        self.bar = (tqdm(total=num_epochs * num_batches, initial=start_epoch * num_batches, desc="train", unit="step")
-                    if progress else None)
+        self.bar = (
+            tqdm(total=num_epochs * num_batches, initial=start_epoch * num_batches, desc="train", unit="step")
+            if progress
+            else None
+        )
 
     def losses(self, epoch: int, first_batch: int, global_step: int, losses: np.ndarray) -> list[float]:
         values = losses.tolist()

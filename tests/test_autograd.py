@@ -115,7 +115,12 @@ def test_graph_layout_puts_each_node_in_the_column_worked_out_by_hand():
     layout = fm.graph_layout(graph)
     by_label = {layout.nodes[name]["label"]: position for name, position in layout.position.items()}
     assert {label: column for label, (column, _) in by_label.items()} == {
-        "x": 0, "sin": 1, "y": 1, "mul": 2, "output": 3}
+        "x": 0,
+        "sin": 1,
+        "y": 1,
+        "mul": 2,
+        "output": 3,
+    }
     assert by_label["sin"][1] != by_label["y"][1]  # the two nodes of column 1 do not overlap
     for source, target in layout.edges:  # data flows left to right
         assert layout.position[source][0] < layout.position[target][0]
@@ -131,7 +136,8 @@ def test_graph_layout_places_constants_beside_their_operation_and_draws():
     for source, target in layout.edges:
         if source in constants:
             assert layout.position[source] == pytest.approx(
-                (layout.position[target][0] - 0.55, layout.position[target][1] - 0.6))
+                (layout.position[target][0] - 0.55, layout.position[target][1] - 0.6)
+            )
     ax = fm.plot_computation_graph(graph, groups=[("z", 2), ("a", 1), ("loss", None)], output_label="loss")
     texts = [text.get_text() for text in ax.texts]
     assert {"z", "a", "loss", "w1", "b", "mul", "logistic"} <= set(texts)

@@ -23,8 +23,18 @@ def quick_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
     json_path, png_path = folder / "bench.json", folder / "bench.png"
     completed = subprocess.run(
-        [sys.executable, "-m", "fundamentals.cli", "bench", "all", "--quick", "--json", str(json_path),
-         "--plot", str(png_path)],
+        [
+            sys.executable,
+            "-m",
+            "fundamentals.cli",
+            "bench",
+            "all",
+            "--quick",
+            "--json",
+            str(json_path),
+            "--plot",
+            str(png_path),
+        ],
         capture_output=True,
         text=True,
     )

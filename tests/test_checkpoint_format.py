@@ -19,7 +19,7 @@ def _header(path) -> dict:
     """The safetensors header, read by the format's definition: 8 bytes of length, then JSON."""
     data = path.read_bytes()
     (length,) = struct.unpack("<Q", data[:8])
-    return json.loads(data[8:8 + length])
+    return json.loads(data[8 : 8 + length])
 
 
 def _rewrite(path, **metadata_changes):
@@ -39,9 +39,17 @@ def test_the_header_stays_small_however_long_the_history(tmp_path, model):
     losses = rng.random(200_000).astype(np.float32).tolist()  # float32 values, as fit records them
     epoch_losses = [float(np.mean(losses))]  # a float64 mean: kept exactly too
     path = tmp_path / "run.ckpt"
-    save_checkpoint(path, params=model, opt_state=optax.sgd(0.1).init(model),
-                    metadata={"epoch": 1, "global_step": 200_000, "seed": 0,
-                              "history": {"loss": losses, "epoch_loss": epoch_losses, "compilations": 2}})
+    save_checkpoint(
+        path,
+        params=model,
+        opt_state=optax.sgd(0.1).init(model),
+        metadata={
+            "epoch": 1,
+            "global_step": 200_000,
+            "seed": 0,
+            "history": {"loss": losses, "epoch_loss": epoch_losses, "compilations": 2},
+        },
+    )
     header_bytes = struct.unpack("<Q", path.read_bytes()[:8])[0]
     assert header_bytes < 8192  # JSON history would be about 4 MB here, and 100 MB (safetensors' limit) at 5M steps
     _, _, state = load_checkpoint(path, params=model, opt_state=optax.sgd(0.1).init(model))
@@ -52,8 +60,12 @@ def test_the_header_stays_small_however_long_the_history(tmp_path, model):
 def test_a_checkpoint_with_the_history_in_its_header_still_loads(tmp_path, model):
     # The earlier format, written here with safetensors directly: every loss in the JSON state.
     tensors = {k: np.asarray(v) for k, v in fm.state_dict(model).items()}
-    state = {"epoch": 2, "global_step": 4, "seed": 0, "history": {"loss": [0.5, 0.25, 0.125, 0.0625],
-                                                                  "epoch_loss": [0.375, 0.09375]}}
+    state = {
+        "epoch": 2,
+        "global_step": 4,
+        "seed": 0,
+        "history": {"loss": [0.5, 0.25, 0.125, 0.0625], "epoch_loss": [0.375, 0.09375]},
+    }
     path = tmp_path / "old.ckpt"
     path.write_bytes(save(tensors, metadata={"format": "fundamentals.checkpoint/1", "state": json.dumps(state)}))
     _, _, loaded = load_checkpoint(path, params=model, opt_state=optax.sgd(0.1).init(model))
@@ -91,26 +103,34 @@ def test_save_model_refuses_what_is_not_a_model(tmp_path, torch):
 def test_resuming_with_another_optimizer_names_both(tmp_path, model):
     path = tmp_path / "run.ckpt"
     momentum = optax.sgd(0.1, momentum=0.9)
-    save_checkpoint(path, params=model, opt_state=momentum.init(model),
-                    metadata={"epoch": 1, "global_step": 3, "history": {"loss": [1.0, 0.5, 0.25]}})
+    save_checkpoint(
+        path,
+        params=model,
+        opt_state=momentum.init(model),
+        metadata={"epoch": 1, "global_step": 3, "history": {"loss": [1.0, 0.5, 0.25]}},
+    )
     load_checkpoint(path, params=model, opt_state=momentum.init(model))  # the same optimizer loads
     rmsprop = optax.rmsprop(0.1)  # one array per parameter too: the arrays alone cannot tell them apart
-    assert [np.shape(x) for x in jax.tree_util.tree_leaves(rmsprop.init(model))] == \
-        [np.shape(x) for x in jax.tree_util.tree_leaves(momentum.init(model))]
+    assert [np.shape(x) for x in jax.tree_util.tree_leaves(rmsprop.init(model))] == [
+        np.shape(x) for x in jax.tree_util.tree_leaves(momentum.init(model))
+    ]
     with pytest.raises(fm.CheckpointError, match="another optimizer.*TraceState.*ScaleByRmsState"):
         load_checkpoint(path, params=model, opt_state=rmsprop.init(model))
 
 
-@pytest.mark.parametrize("state, field", [
-    ({"global_step": 3, "history": {}}, "'epoch'"),
-    ({"epoch": 1, "history": {}}, "'global_step'"),
-    ({"epoch": "1", "global_step": 3}, "'epoch'"),
-    ({"epoch": 1, "global_step": 3, "history": None}, "'history'"),
-    ({"epoch": 1, "global_step": 3, "history": [1.0, 2.0]}, "'history'"),
-    ({"epoch": 1, "global_step": 3, "history": {"loss": 5}}, "'history.loss'"),
-    ({"epoch": 1, "global_step": 3, "loader": [1]}, "'loader'"),
-    ([1, 2], "JSON object"),
-])
+@pytest.mark.parametrize(
+    "state, field",
+    [
+        ({"global_step": 3, "history": {}}, "'epoch'"),
+        ({"epoch": 1, "history": {}}, "'global_step'"),
+        ({"epoch": "1", "global_step": 3}, "'epoch'"),
+        ({"epoch": 1, "global_step": 3, "history": None}, "'history'"),
+        ({"epoch": 1, "global_step": 3, "history": [1.0, 2.0]}, "'history'"),
+        ({"epoch": 1, "global_step": 3, "history": {"loss": 5}}, "'history.loss'"),
+        ({"epoch": 1, "global_step": 3, "loader": [1]}, "'loader'"),
+        ([1, 2], "JSON object"),
+    ],
+)
 def test_a_hand_edited_state_names_the_field(tmp_path, model, state, field):
     path = tmp_path / "run.ckpt"
     opt_state = optax.sgd(0.1).init(model)

@@ -57,21 +57,46 @@ def test_csv_with_target_column_and_npz(tmp_path, capsys):
         file.write("label,a,b,c\n")
         for row, label in zip(X, y):
             file.write(f"{label},{row[0]},{row[1]},{row[2]}\n")
-    code, out, _ = run(["--data", str(tmp_path / "data.csv"), "--target", "label", "--quiet",
-                        "--out", str(tmp_path / "m.safetensors")], tmp_path, capsys)
+    code, out, _ = run(
+        [
+            "--data",
+            str(tmp_path / "data.csv"),
+            "--target",
+            "label",
+            "--quiet",
+            "--out",
+            str(tmp_path / "m.safetensors"),
+        ],
+        tmp_path,
+        capsys,
+    )
     assert code == 0 and "3 features, 2 classes" in out
     assert float(re.search(r"Test accuracy: ([\d.]+)", out).group(1)) >= 0.9
 
     np.savez(tmp_path / "data.npz", X=X, y=y)
-    code, out, _ = run(["--data", str(tmp_path / "data.npz"), "--quiet", "--epochs", "2",
-                        "--hidden", "8,4", "--out", str(tmp_path / "n.safetensors")], tmp_path, capsys)
+    code, out, _ = run(
+        [
+            "--data",
+            str(tmp_path / "data.npz"),
+            "--quiet",
+            "--epochs",
+            "2",
+            "--hidden",
+            "8,4",
+            "--out",
+            str(tmp_path / "n.safetensors"),
+        ],
+        tmp_path,
+        capsys,
+    )
     assert code == 0 and "hidden=(8, 4)" in out
     assert fm.load_model(tmp_path / "n.safetensors").hidden == (8, 4)
 
 
 def test_plot_and_progress(tmp_path, capsys):
-    code, out, err = run(["--out", str(tmp_path / "m.safetensors"), "--plot", str(tmp_path / "loss.png"),
-                          "--progress"], tmp_path, capsys)
+    code, out, err = run(
+        ["--out", str(tmp_path / "m.safetensors"), "--plot", str(tmp_path / "loss.png"), "--progress"], tmp_path, capsys
+    )
     assert code == 0
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "6/6" in err  # the bar reached the last of the 6 steps
@@ -79,12 +104,17 @@ def test_plot_and_progress(tmp_path, capsys):
 
 def test_checkpoint_and_resume(tmp_path, capsys):
     ckpt = str(tmp_path / "run.ckpt")
-    code, out, _ = run(["--epochs", "1", "--checkpoint", ckpt, "--out", str(tmp_path / "a.safetensors")], tmp_path, capsys)
+    code, out, _ = run(
+        ["--epochs", "1", "--checkpoint", ckpt, "--out", str(tmp_path / "a.safetensors")], tmp_path, capsys
+    )
     assert code == 0 and os.path.exists(ckpt)
-    code, out, _ = run(["--epochs", "3", "--checkpoint", ckpt, "--resume", "--out", str(tmp_path / "b.safetensors")],
-                       tmp_path, capsys)
+    code, out, _ = run(
+        ["--epochs", "3", "--checkpoint", ckpt, "--resume", "--out", str(tmp_path / "b.safetensors")], tmp_path, capsys
+    )
     assert code == 0 and "Resumed from" in out
-    assert [line for line in out.splitlines() if line.startswith("Epoch:")][0].startswith("Epoch: 002/003 | Batch 001/002")
+    assert [line for line in out.splitlines() if line.startswith("Epoch:")][0].startswith(
+        "Epoch: 002/003 | Batch 001/002"
+    )
     code, _, _ = run(["--out", str(tmp_path / "c.safetensors")], tmp_path, capsys)  # straight 3 epochs
     straight = fm.state_dict(fm.load_model(tmp_path / "c.safetensors"))
     resumed = fm.state_dict(fm.load_model(tmp_path / "b.safetensors"))
@@ -119,11 +149,20 @@ def test_bad_files_and_options_give_one_line_errors(tmp_path, args, message):
     (tmp_path / "ok.csv").write_text("a,b,label\n1,2,0\n3,4,1\n4,5,1\n")
     np.savez(tmp_path / "bad.npz", features=np.zeros((3, 2)))
     fm.save_model(fm.NeuralNetwork(2, 2, key=jax.random.key(0)), tmp_path / "model.safetensors")
-    replace = {"BAD_CSV": "bad.csv", "RAGGED_CSV": "ragged.csv", "BAD_NPZ": "bad.npz", "CSV": "ok.csv",
-               "NOT_A_CHECKPOINT": "model.safetensors"}
+    replace = {
+        "BAD_CSV": "bad.csv",
+        "RAGGED_CSV": "ragged.csv",
+        "BAD_NPZ": "bad.npz",
+        "CSV": "ok.csv",
+        "NOT_A_CHECKPOINT": "model.safetensors",
+    }
     args = [replace.get(arg, arg) for arg in args]
-    result = subprocess.run([sys.executable, "-m", "fundamentals.cli", "train", "--no-cache", *args],
-                            cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "fundamentals.cli", "train", "--no-cache", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -133,20 +172,43 @@ def test_bad_files_and_options_give_one_line_errors(tmp_path, args, message):
 def test_compilation_cache_is_written_and_can_be_turned_off(tmp_path):
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
     out = str(tmp_path / "m.safetensors")
-    subprocess.run([sys.executable, "-m", "fundamentals.cli", "train", "--quiet", "--no-cache", "--out", out],
-                   cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "fundamentals.cli", "train", "--quiet", "--no-cache", "--out", out],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     assert not (tmp_path / "cache").exists()
-    subprocess.run([sys.executable, "-m", "fundamentals.cli", "train", "--quiet", "--out", out],
-                   cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "fundamentals.cli", "train", "--quiet", "--out", out],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     assert os.listdir(tmp_path / "cache" / "fundamentals" / "jax")
 
 
 def test_train_with_two_processes_of_two_devices(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     result = subprocess.run(
-        [sys.executable, "-m", "fundamentals.cli", "train", "--no-cache", "--num-processes", "2",
-         "--devices-per-process", "2"],
-        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "fundamentals.cli",
+            "train",
+            "--no-cache",
+            "--num-processes",
+            "2",
+            "--devices-per-process",
+            "2",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

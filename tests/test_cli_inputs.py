@@ -62,11 +62,14 @@ def test_the_class_limit_can_be_raised_on_purpose(tmp_path, monkeypatch):
     assert max(split.y_train.max(), split.y_test.max()) == 150
 
 
-@pytest.mark.parametrize("hidden, message", [
-    ("1000000000", "a layer size is 1,000,000,000, above the limit of 1,000,000"),
-    ("100000000000000000000", "FUNDAMENTALS_MAX_LAYER_SIZE"),
-    ("100000,100000", "parameter count is 10,000,600,002"),
-])
+@pytest.mark.parametrize(
+    "hidden, message",
+    [
+        ("1000000000", "a layer size is 1,000,000,000, above the limit of 1,000,000"),
+        ("100000000000000000000", "FUNDAMENTALS_MAX_LAYER_SIZE"),
+        ("100000,100000", "parameter count is 10,000,600,002"),
+    ],
+)
 def test_huge_layers_are_refused_before_anything_is_allocated(tmp_path, capsys, hidden, message):
     code, out, err = train(["--hidden", hidden, "--out", str(tmp_path / "m.safetensors")], capsys)
     one_line_error(code, err, message)
@@ -113,8 +116,7 @@ def test_an_output_never_overwrites_the_data_or_another_output(tmp_path, capsys)
         (["--data", str(data), "--out", str(data)], "--out"),
         (["--data", str(data), "--out", str(tmp_path / "alias.csv")], "is the same file as --data"),
         (["--data", str(data), "--out", str(tmp_path / "m.safetensors"), "--checkpoint", str(data)], "--checkpoint"),
-        (["--out", str(tmp_path / "a.safetensors"), "--checkpoint", str(tmp_path / "a.safetensors")],
-         "--checkpoint"),
+        (["--out", str(tmp_path / "a.safetensors"), "--checkpoint", str(tmp_path / "a.safetensors")], "--checkpoint"),
     ]:
         code, out, err = train(args, capsys)
         one_line_error(code, err, message)
@@ -125,9 +127,25 @@ def test_an_output_never_overwrites_the_data_or_another_output(tmp_path, capsys)
 def test_a_ranks_own_reason_reaches_the_user(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     result = subprocess.run(
-        [sys.executable, "-m", "fundamentals.cli", "train", "--no-cache", "--quiet", "--num-processes", "2",
-         "--devices-per-process", "2", "--batch-size", "3"],
-        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "fundamentals.cli",
+            "train",
+            "--no-cache",
+            "--quiet",
+            "--num-processes",
+            "2",
+            "--devices-per-process",
+            "2",
+            "--batch-size",
+            "3",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
@@ -140,20 +158,36 @@ def test_a_ranks_own_reason_reaches_the_user(tmp_path):
 # --- data files -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: write_csv(p / "d.csv", "label\n0\n1\n0\n1\n"), "has only 1 column"),
-    (lambda p: np.savez(p / "d.npz", X=np.zeros((5, 0)), y=np.arange(5) % 2), "no feature columns"),
-    (lambda p: np.savez(p / "d.npz", X=np.zeros((5, 2)), y=np.arange(5) % 2, X_test=np.zeros((3, 2)),
-                        y_test=np.zeros(2, int)), "X_test has 3 rows but y_test has 2"),
-    (lambda p: np.savez(p / "d.npz", X=np.zeros((5, 2)), y=np.arange(5) % 2, X_test=np.zeros((3, 4)),
-                        y_test=np.zeros(3, int)), "X_test has 4 columns but X has 2"),
-    (lambda p: write_csv(p / "d.csv", "a,b,c\n1,2,0\n3,nan,1\n5,6,0\n"), "data row 2, column 'b' is nan"),
-    (lambda p: write_csv(p / "d.csv", "a,b,c\n1,2,0\n3,4e39,1\n5,6,0\n"), "column 'b' is 4e+39 (too large for float32)"),
-    (lambda p: write_csv(p / "d.csv", "1,2,0\n3,4,1e300\n5,6,0\n"), "label 1e+300 in data row 2"),
-    (lambda p: np.savez(p / "d.npz", X=np.zeros((4, 2)), y=np.array(["cat", "dog", "cat", "dog"])),
-     "labels must be numbers"),
-    (lambda p: (p / "d.npz").write_bytes(b"\x80\x04not a zip, looks like a pickle"), "not a zip archive"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: write_csv(p / "d.csv", "label\n0\n1\n0\n1\n"), "has only 1 column"),
+        (lambda p: np.savez(p / "d.npz", X=np.zeros((5, 0)), y=np.arange(5) % 2), "no feature columns"),
+        (
+            lambda p: np.savez(
+                p / "d.npz", X=np.zeros((5, 2)), y=np.arange(5) % 2, X_test=np.zeros((3, 2)), y_test=np.zeros(2, int)
+            ),
+            "X_test has 3 rows but y_test has 2",
+        ),
+        (
+            lambda p: np.savez(
+                p / "d.npz", X=np.zeros((5, 2)), y=np.arange(5) % 2, X_test=np.zeros((3, 4)), y_test=np.zeros(3, int)
+            ),
+            "X_test has 4 columns but X has 2",
+        ),
+        (lambda p: write_csv(p / "d.csv", "a,b,c\n1,2,0\n3,nan,1\n5,6,0\n"), "data row 2, column 'b' is nan"),
+        (
+            lambda p: write_csv(p / "d.csv", "a,b,c\n1,2,0\n3,4e39,1\n5,6,0\n"),
+            "column 'b' is 4e+39 (too large for float32)",
+        ),
+        (lambda p: write_csv(p / "d.csv", "1,2,0\n3,4,1e300\n5,6,0\n"), "label 1e+300 in data row 2"),
+        (
+            lambda p: np.savez(p / "d.npz", X=np.zeros((4, 2)), y=np.array(["cat", "dog", "cat", "dog"])),
+            "labels must be numbers",
+        ),
+        (lambda p: (p / "d.npz").write_bytes(b"\x80\x04not a zip, looks like a pickle"), "not a zip archive"),
+    ],
+)
 def test_bad_data_files_give_one_line_errors(tmp_path, capsys, make, message):
     make(tmp_path)
     data = str(next(tmp_path.glob("d.*")))
@@ -181,7 +215,9 @@ def test_non_finite_features_in_fit_name_the_row_not_the_learning_rate():
     X = np.array(X)
     X[3, 1] = np.inf
     loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=2)
-    with pytest.raises(fm.TrainingDivergedError, match=r"epoch 1, step 2 .*features hold inf at row 3, column 1") as error:
+    with pytest.raises(
+        fm.TrainingDivergedError, match=r"epoch 1, step 2 .*features hold inf at row 3, column 1"
+    ) as error:
         fm.fit(fm.NeuralNetwork(2, 2, key=jax.random.key(0)), optax.sgd(0.5), loader, num_epochs=1, log=None)
     assert "learning rate" not in str(error.value)
 
@@ -191,7 +227,10 @@ def test_ctrl_c_while_the_command_imports_is_one_line(tmp_path):
     # first module, while JAX and the rest are still being imported.
     process = subprocess.Popen(
         [sys.executable, "-X", "importtime", "-m", "fundamentals.cli", "train", "--no-cache", "--quiet"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines = []
     for line in process.stderr:

@@ -138,8 +138,13 @@ def test_default_collate_matches_pytorch():
 
     rng = np.random.default_rng(1)
     items = [
-        {"x": rng.standard_normal(3).astype(np.float32), "label": i, "weight": 0.5 * i, "flag": i % 2 == 0,
-         "pair": (np.int32(i), rng.standard_normal(2))}
+        {
+            "x": rng.standard_normal(3).astype(np.float32),
+            "label": i,
+            "weight": 0.5 * i,
+            "flag": i % 2 == 0,
+            "pair": (np.int32(i), rng.standard_normal(2)),
+        }
         for i in range(4)
     ]
     ours = fm.default_collate(items)
@@ -204,7 +209,10 @@ def test_loader_matches_pytorch(n, batch_size, shuffle, drop_last, seed):
     torch.manual_seed(seed)
     theirs = TorchDataLoader(
         TensorDataset(torch.from_numpy(X), torch.from_numpy(y)),
-        batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=0,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=0,
     )
     assert len(ours) == len(theirs)
     kept = (n // batch_size) * batch_size if drop_last else n
@@ -236,8 +244,13 @@ def test_loader_matches_pytorch(n, batch_size, shuffle, drop_last, seed):
     # The same seed gives the same epochs, whether given as an int or a Generator.
     for again in (
         fm.DataLoader(fm.ArrayDataset(X, y), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed),
-        fm.DataLoader(fm.ArrayDataset(X, y), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                      seed=np.random.default_rng(seed)),
+        fm.DataLoader(
+            fm.ArrayDataset(X, y),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            seed=np.random.default_rng(seed),
+        ),
     ):
         for order in orders:
             replay = [b[0][:, 0] for b in again]
@@ -418,11 +431,15 @@ def test_worker_error_reaches_the_loop():
 def test_distributed_sampler_matches_pytorch(n, num_replicas, shuffle, drop_last, seed):
     dataset = list(range(n))
     ours = [
-        fm.DistributedSampler(dataset, num_replicas=num_replicas, rank=r, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        fm.DistributedSampler(
+            dataset, num_replicas=num_replicas, rank=r, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
         for r in range(num_replicas)
     ]
     theirs = [
-        TorchDistributedSampler(dataset, num_replicas=num_replicas, rank=r, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        TorchDistributedSampler(
+            dataset, num_replicas=num_replicas, rank=r, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
         for r in range(num_replicas)
     ]
     for epoch in (0, 1, 0):
@@ -430,7 +447,12 @@ def test_distributed_sampler_matches_pytorch(n, num_replicas, shuffle, drop_last
             sampler.set_epoch(epoch)
         our_lists = [list(s) for s in ours]
         their_lists = [list(s) for s in theirs]
-        assert [len(s) for s in ours] == [len(s) for s in theirs] == [len(x) for x in our_lists] == [len(x) for x in their_lists]
+        assert (
+            [len(s) for s in ours]
+            == [len(s) for s in theirs]
+            == [len(x) for x in our_lists]
+            == [len(x) for x in their_lists]
+        )
         assert ours[0].total_size == theirs[0].total_size
         if not shuffle:
             assert our_lists == their_lists
@@ -450,7 +472,9 @@ def test_distributed_sampler_matches_pytorch(n, num_replicas, shuffle, drop_last
             first = our_lists
     assert our_lists == first  # set_epoch(0) again: the same order
     # determinism across set_epoch: a second sampler with the same seed agrees, epoch by epoch
-    twin = fm.DistributedSampler(dataset, num_replicas=num_replicas, rank=0, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    twin = fm.DistributedSampler(
+        dataset, num_replicas=num_replicas, rank=0, shuffle=shuffle, seed=seed, drop_last=drop_last
+    )
     for epoch in (3, 4):
         ours[0].set_epoch(epoch)
         twin.set_epoch(epoch)
@@ -593,7 +617,9 @@ def test_collate_fn_is_called_with_items_as_in_pytorch():
         return len(items)
 
     ours = list(fm.DataLoader(fm.ArrayDataset(X, y), batch_size=2, collate_fn=collate))
-    theirs = list(TorchDataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=2, collate_fn=len))
+    theirs = list(
+        TorchDataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=2, collate_fn=len)
+    )
     assert ours == theirs == [2, 2, 1]
     assert isinstance(calls[0], list) and len(calls[0][0]) == 2  # a list of (x, y) items
 

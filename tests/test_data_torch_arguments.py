@@ -49,11 +49,19 @@ def test_books_loader_call_runs_as_written(torch, dataset):
     X_train, y_train, _, _ = fm.toy_data()
     torch_ds = torch.utils.data.TensorDataset(torch.from_numpy(X_train), torch.from_numpy(y_train))
     torch_loader = torch.utils.data.DataLoader(
-        torch_ds, batch_size=2, shuffle=False, pin_memory=True, drop_last=True,
+        torch_ds,
+        batch_size=2,
+        shuffle=False,
+        pin_memory=True,
+        drop_last=True,
         sampler=torch.utils.data.distributed.DistributedSampler(torch_ds, num_replicas=1, rank=0, shuffle=False),
     )
     loader = fm.DataLoader(
-        dataset, batch_size=2, shuffle=False, pin_memory=True, drop_last=True,
+        dataset,
+        batch_size=2,
+        shuffle=False,
+        pin_memory=True,
+        drop_last=True,
         sampler=fm.DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=False),
     )
     ours = [(X.tolist(), y.tolist()) for X, y in loader]
@@ -118,8 +126,9 @@ def test_worker_init_fn_runs_in_each_worker_thread_before_its_first_batch(datase
         with lock:
             calls.append((worker_id, threading.get_ident()))
 
-    loader = fm.DataLoader(dataset, batch_size=1, num_workers=2, worker_init_fn=worker_init_fn,
-                           persistent_workers=persistent)
+    loader = fm.DataLoader(
+        dataset, batch_size=1, num_workers=2, worker_init_fn=worker_init_fn, persistent_workers=persistent
+    )
     for _ in range(2):
         assert [y.tolist() for _, y in loader] == [[0], [0], [0], [1], [1]]
     ids = [worker_id for worker_id, _ in calls]
@@ -163,5 +172,7 @@ def test_bad_new_arguments_name_themselves(torch, dataset):
     with pytest.raises(TypeError, match="multiprocessing_context option should be a valid context"):
         fm.DataLoader(dataset, num_workers=1, multiprocessing_context=3)
     # a context object is accepted (and ignored: the workers are threads)
-    loader = fm.DataLoader(dataset, batch_size=5, num_workers=1, multiprocessing_context=multiprocessing.get_context("spawn"))
+    loader = fm.DataLoader(
+        dataset, batch_size=5, num_workers=1, multiprocessing_context=multiprocessing.get_context("spawn")
+    )
     assert [y.tolist() for _, y in loader] == [[0, 0, 0, 1, 1]]

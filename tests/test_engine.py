@@ -65,18 +65,25 @@ class EpochCompiles:
 
 LOADERS = {
     "book Dataset class": lambda X, y: fm.DataLoader(BookDataset(X, y), batch_size=16, shuffle=True, seed=7),
-    "collate_fn": lambda X, y: fm.DataLoader(fm.ArrayDataset(X, y), batch_size=16, shuffle=True, seed=7,
-                                             collate_fn=scaled_collate),
+    "collate_fn": lambda X, y: fm.DataLoader(
+        fm.ArrayDataset(X, y), batch_size=16, shuffle=True, seed=7, collate_fn=scaled_collate
+    ),
     "num_workers=2": lambda X, y: fm.DataLoader(BookDataset(X, y), batch_size=16, shuffle=True, seed=7, num_workers=2),
-    "ArrayDataset, ragged last batch": lambda X, y: fm.DataLoader(fm.ArrayDataset(X, y), batch_size=16, shuffle=True,
-                                                                  seed=7),
+    "ArrayDataset, ragged last batch": lambda X, y: fm.DataLoader(
+        fm.ArrayDataset(X, y), batch_size=16, shuffle=True, seed=7
+    ),
     "ArrayDataset, host chunks": lambda X, y: fm.DataLoader(fm.ArrayDataset(X, y), batch_size=16, shuffle=True, seed=7),
     "DistributedSampler": lambda X, y: fm.DataLoader(
-        BookDataset(X, y), batch_size=16, drop_last=True,
-        sampler=fm.DistributedSampler(BookDataset(X, y), num_replicas=2, rank=1, shuffle=True, seed=3)),
+        BookDataset(X, y),
+        batch_size=16,
+        drop_last=True,
+        sampler=fm.DistributedSampler(BookDataset(X, y), num_replicas=2, rank=1, shuffle=True, seed=3),
+    ),
     "DistributedSampler, ArrayDataset": lambda X, y: fm.DataLoader(
-        fm.ArrayDataset(X, y), batch_size=16,
-        sampler=fm.DistributedSampler(fm.ArrayDataset(X, y), num_replicas=2, rank=0, shuffle=True, seed=3)),
+        fm.ArrayDataset(X, y),
+        batch_size=16,
+        sampler=fm.DistributedSampler(fm.ArrayDataset(X, y), num_replicas=2, rank=0, shuffle=True, seed=3),
+    ),
     "list of batches": lambda X, y: [(X[i : i + 16], y[i : i + 16]) for i in range(0, len(X), 16)],
 }
 
@@ -84,8 +91,7 @@ LOADERS = {
 def train(make_loader, fused, dropout=0.0, **kwargs):
     X, y = classification()
     model = fm.NeuralNetwork(5, 3, key=jax.random.key(1), dropout=dropout)
-    return fm.fit(model, optax.sgd(0.1, momentum=0.9), make_loader(X, y), num_epochs=3, log=None, fused=fused,
-                  **kwargs)
+    return fm.fit(model, optax.sgd(0.1, momentum=0.9), make_loader(X, y), num_epochs=3, log=None, fused=fused, **kwargs)
 
 
 def assert_same_bits(a, b):
@@ -120,7 +126,9 @@ def test_dropout_gets_the_same_per_step_keys_in_every_path():
 
 def test_the_book_dataset_class_and_an_array_dataset_give_the_same_bits():
     # the same seed draws the same batches; one is gathered on the device, one stacked on the host
-    assert_same_bits(train(LOADERS["book Dataset class"], True), train(LOADERS["ArrayDataset, ragged last batch"], True))
+    assert_same_bits(
+        train(LOADERS["book Dataset class"], True), train(LOADERS["ArrayDataset, ragged last batch"], True)
+    )
 
 
 def test_resume_is_bit_identical_with_a_custom_dataset(tmp_path):
@@ -150,8 +158,13 @@ def test_out_of_range_labels_are_caught_before_any_step():
     y[-1] = 7  # in the last batch: the check must come before the chunk holding it runs
     lines = []
     with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 3\).*got values from 0 to 7"):
-        fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1),
-               fm.DataLoader(BookDataset(X, y), batch_size=4), num_epochs=1, log=lines.append)
+        fm.fit(
+            fm.NeuralNetwork(5, 3, key=jax.random.key(0)),
+            optax.sgd(0.1),
+            fm.DataLoader(BookDataset(X, y), batch_size=4),
+            num_epochs=1,
+            log=lines.append,
+        )
     assert lines == []
 
 
@@ -175,8 +188,9 @@ def test_batches_that_change_shape_mid_epoch_train_with_one_program_per_shape():
     edges = np.cumsum([0, *sizes])
     batches = [(X[a:b], y[a:b]) for a, b in zip(edges[:-1], edges[1:])]
     fused = fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), batches, num_epochs=2, log=None)
-    per_step = fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), batches, num_epochs=2, log=None,
-                      fused=False)
+    per_step = fm.fit(
+        fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), batches, num_epochs=2, log=None, fused=False
+    )
     assert_same_bits(fused, per_step)
     # runs: [4, 4] [3] [4, 4] [2, 2] [5] [4] [8] -> chunks of 2 batches of 4, 2 of 2, and single steps of 3, 5, 4, 8
     assert fused[1]["compilations"] == 6
@@ -196,8 +210,9 @@ def test_a_rerun_fit_compiles_nothing_and_a_changed_setting_compiles_anew():
         jax.monitoring.register_event_duration_secs_listener(on_duration)
         try:
             # the book's cell, as a notebook re-runs it: new data loader, new model, new optimizer
-            loader = fm.DataLoader(fm.ToyDataset(X_train, y_train), batch_size=2, shuffle=True, seed=123,
-                                   drop_last=True)
+            loader = fm.DataLoader(
+                fm.ToyDataset(X_train, y_train), batch_size=2, shuffle=True, seed=123, drop_last=True
+            )
             model = fm.NeuralNetwork(2, 2, key=jax.random.key(123))
             model, history = fm.fit(model, optax.sgd(learning_rate=lr), loader, num_epochs=3, log=None)
         finally:
@@ -223,8 +238,14 @@ def test_a_loss_closure_with_another_constant_is_another_program():
     losses = []
     for scale in (1.0, 3.0):
         loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=16)
-        _, history = fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.0), loader, num_epochs=1,
-                            log=None, loss_fn=scaled(scale))
+        _, history = fm.fit(
+            fm.NeuralNetwork(5, 3, key=jax.random.key(0)),
+            optax.sgd(0.0),
+            loader,
+            num_epochs=1,
+            log=None,
+            loss_fn=scaled(scale),
+        )
         losses.append(history["loss"][0])
     assert losses[1] == pytest.approx(3 * losses[0], rel=1e-6)
 
@@ -244,5 +265,10 @@ def test_a_cached_program_applies_the_new_optimizer_settings_exactly():
 def test_bad_device_data_budget_is_named():
     X, y = classification(n=8)
     with pytest.raises(ValueError, match="device_data_bytes"):
-        fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1),
-               fm.DataLoader(fm.ArrayDataset(X, y), batch_size=4), num_epochs=1, device_data_bytes=-1)
+        fm.fit(
+            fm.NeuralNetwork(5, 3, key=jax.random.key(0)),
+            optax.sgd(0.1),
+            fm.DataLoader(fm.ArrayDataset(X, y), batch_size=4),
+            num_epochs=1,
+            device_data_bytes=-1,
+        )

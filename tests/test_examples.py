@@ -28,8 +28,12 @@ LINE = re.compile(r"\[CPU(\d)\] Epoch: (\d{3})/003 \| Batchsize (\d{3}) \| Train
 
 
 def environment(**extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "RANK", "WORLD_SIZE", "LOCAL_RANK",
-                                                             "MASTER_ADDR", "MASTER_PORT", "JAX_COORDINATOR_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("XLA_FLAGS", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "JAX_COORDINATOR_PORT")
+    }
     env.update(JAX_PLATFORMS="cpu", **extra)
     return env
 
@@ -54,14 +58,16 @@ def single_process_truth(world_size):
     for epoch in range(NUM_EPOCHS):
         shards = [list(sampler(rank, epoch)) for rank in range(world_size)]
         steps = len(shards[0]) // 2  # batch_size=2, drop_last=True on every rank
-        orders.append([i for k in range(steps) for shard in shards for i in shard[2 * k: 2 * k + 2]])
+        orders.append([i for k in range(steps) for shard in shards for i in shard[2 * k : 2 * k + 2]])
     loader = fm.DataLoader(dataset, batch_size=2 * world_size, sampler=ReplaySampler(orders), drop_last=True)
-    model, history = fm.fit(fm.NeuralNetwork(2, 2, key=jax.random.key(123)), optax.sgd(0.5), loader,
-                            num_epochs=NUM_EPOCHS, log=None)
+    model, history = fm.fit(
+        fm.NeuralNetwork(2, 2, key=jax.random.key(123)), optax.sgd(0.5), loader, num_epochs=NUM_EPOCHS, log=None
+    )
     # the book's accuracies: each rank over its own shard (sampler left at the last epoch), and the test set
     train_accuracy = [
-        fm.compute_accuracy(model, fm.DataLoader(dataset, batch_size=2, drop_last=True,
-                                                 sampler=sampler(rank, NUM_EPOCHS - 1)))
+        fm.compute_accuracy(
+            model, fm.DataLoader(dataset, batch_size=2, drop_last=True, sampler=sampler(rank, NUM_EPOCHS - 1))
+        )
         for rank in range(world_size)
     ]
     test_accuracy = fm.compute_accuracy(model, fm.DataLoader(fm.ArrayDataset(X_test, y_test), batch_size=2))
@@ -77,7 +83,9 @@ def check_run(output, saved_path, world_size):
         lines = [m for m in LINE.finditer(output) if int(m.group(1)) == rank]
         steps_per_epoch = len(losses) // NUM_EPOCHS
         tail = output[-3000:]
-        assert [int(m.group(2)) for m in lines] == [e + 1 for e in range(NUM_EPOCHS) for _ in range(steps_per_epoch)], tail
+        assert [int(m.group(2)) for m in lines] == [e + 1 for e in range(NUM_EPOCHS) for _ in range(steps_per_epoch)], (
+            tail
+        )
         assert all(m.group(3) == "002" for m in lines), tail
         assert [m.group(4) for m in lines] == [f"{loss:.2f}" for loss in losses], tail
         assert f"[CPU{rank}] Training accuracy {train_accuracy[rank]}" in output, tail
@@ -87,8 +95,13 @@ def check_run(output, saved_path, world_size):
 @pytest.mark.slow
 def test_ddp_script_two_processes_through_launch(tmp_path):
     saved = tmp_path / "model.safetensors"
-    result = subprocess.run([sys.executable, os.path.join(EXAMPLES, "ddp_script.py"), "--save", str(saved)],
-                            capture_output=True, text=True, timeout=300, env=environment())
+    result = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "ddp_script.py"), "--save", str(saved)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment(),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[rank0] [CPU0] Epoch: 001/003" in result.stdout and "[rank1] [CPU1] Epoch: 001/003" in result.stdout
     check_run(result.stdout, saved, world_size=2)
@@ -103,8 +116,9 @@ def test_ddp_script_torchrun(tmp_path, world_size):
         command = [sys.executable, script]
     else:
         command = torchrun() + ["--standalone", f"--nproc_per_node={world_size}", script]
-    result = subprocess.run(command + ["--save", str(saved)], capture_output=True, text=True, timeout=300,
-                            env=environment())
+    result = subprocess.run(
+        command + ["--save", str(saved)], capture_output=True, text=True, timeout=300, env=environment()
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert f"Number of devices available: {world_size}" in result.stdout
     check_run(result.stdout, saved, world_size)
@@ -116,7 +130,10 @@ def test_killing_one_torchrun_rank_ends_the_others_naming_it():
     start = time.monotonic()
     result = subprocess.run(
         torchrun() + ["--standalone", "--nproc_per_node=2", os.path.join(HERE, "workers", "torchrun_worker.py"), "die"],
-        capture_output=True, text=True, timeout=240, env=environment(TEST_HEARTBEAT=str(heartbeat)),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=environment(TEST_HEARTBEAT=str(heartbeat)),
     )
     elapsed = time.monotonic() - start
     output = result.stdout + result.stderr
@@ -153,8 +170,16 @@ def _free_port():
     ],
 )
 def test_bad_launcher_environment_names_the_variable(monkeypatch, env, variable):
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                 "JAX_COORDINATOR_ADDRESS", "JAX_COORDINATOR_PORT"):
+    for name in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "JAX_COORDINATOR_ADDRESS",
+        "JAX_COORDINATOR_PORT",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

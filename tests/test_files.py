@@ -30,8 +30,12 @@ def _writers(tmp_path):
     model = _model()
 
     def checkpoint(path):
-        save_checkpoint(path, params=model, opt_state=optax.sgd(0.1, momentum=0.9).init(model),
-                        metadata={"epoch": 1, "global_step": 3, "history": {"loss": [1.0]}})
+        save_checkpoint(
+            path,
+            params=model,
+            opt_state=optax.sgd(0.1, momentum=0.9).init(model),
+            metadata={"epoch": 1, "global_step": 3, "history": {"loss": [1.0]}},
+        )
 
     def bench_json(path):  # the option is checked before any benchmark runs
         if cli_main(["bench", "tiny", "--quick", "--json", str(path)]) != 2:
@@ -87,8 +91,10 @@ def test_a_link_is_replaced_not_written_through(tmp_path):
 
     target = tmp_path / "target.txt"
     target.write_text("keep me")
-    for name, write in [("l.png", lambda p: _plot_loss([1.0, 0.5], 1, str(p), title="t")),
-                        ("l.safetensors", lambda p: fm.save_model(_model(), p))]:
+    for name, write in [
+        ("l.png", lambda p: _plot_loss([1.0, 0.5], 1, str(p), title="t")),
+        ("l.safetensors", lambda p: fm.save_model(_model(), p)),
+    ]:
         link = tmp_path / name
         link.symlink_to(target)
         write(link)
@@ -149,8 +155,12 @@ def test_two_writers_of_one_checkpoint_never_corrupt_it(tmp_path):
     from fundamentals.checkpoint import load_checkpoint
 
     path = tmp_path / "run.ckpt"
-    writers = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER, str(path), str(seed)],
-                                stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_WRITER, str(path), str(seed)], stderr=subprocess.PIPE, text=True
+        )
+        for seed in (1, 2)
+    ]
     model = _model()
     opt_state = optax.sgd(0.1, momentum=0.9).init(model)
     while any(writer.poll() is None for writer in writers):

@@ -121,8 +121,13 @@ def test_dropout_needs_key_in_training_and_not_in_inference(torch):
     assert not np.allclose(np.asarray(a), np.asarray(b))
     # inference mode: dropout is the identity, as in torch's model.eval() with the same weights
     reference = torch.nn.Sequential(
-        torch.nn.Linear(4, 30), torch.nn.ReLU(), torch.nn.Dropout(0.5),
-        torch.nn.Linear(30, 20), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(20, 2),
+        torch.nn.Linear(4, 30),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.5),
+        torch.nn.Linear(30, 20),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.5),
+        torch.nn.Linear(20, 2),
     )
     reference.load_state_dict({k.removeprefix("layers."): torch.from_numpy(v) for k, v in fm.state_dict(model).items()})
     reference.eval()
@@ -143,11 +148,14 @@ def test_loaded_model_does_not_alias_torch_memory(torch):
     np.testing.assert_array_equal(fm.state_dict(model)["layers.0.weight"], before)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"dropout": "0.5"}, TypeError, "dropout must be a float"),
-    ({"dropout": 1.0}, ValueError, r"dropout must be in \[0, 1\)"),
-    ({"hidden": (30, 0)}, ValueError, "hidden must be positive ints"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"dropout": "0.5"}, TypeError, "dropout must be a float"),
+        ({"dropout": 1.0}, ValueError, r"dropout must be in \[0, 1\)"),
+        ({"hidden": (30, 0)}, ValueError, "hidden must be positive ints"),
+    ],
+)
 def test_bad_constructor_arguments_name_the_argument(kwargs, error, match):
     with pytest.raises(error, match=match):
         fm.NeuralNetwork(2, 2, key=jax.random.key(0), **kwargs)

@@ -29,6 +29,7 @@ DTYPES = ["float16", "bfloat16", "float32", "float64", "int8", "int16", "int32",
 
 # --- what torch.save writes, per case -------------------------------------------------------------
 
+
 def _book_state_dict(torch):
     torch.manual_seed(123)
     return torch_network(torch, 2, 2).state_dict()
@@ -40,7 +41,11 @@ def _views(torch):
 
 
 def _small(torch):
-    return {"zero_dim": torch.tensor(3.5), "empty": torch.empty(0, 3), "empty_int": torch.zeros(2, 0, 4, dtype=torch.int64)}
+    return {
+        "zero_dim": torch.tensor(3.5),
+        "empty": torch.empty(0, 3),
+        "empty_int": torch.zeros(2, 0, 4, dtype=torch.int64),
+    }
 
 
 def _dtypes(torch):
@@ -68,13 +73,22 @@ def _training_checkpoint(torch):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    return {"model_state_dict": model.state_dict(), "optimizer_state_dict": sgd.state_dict(),
-            "adam": adam.state_dict(), "epoch": 3}
+    return {
+        "model_state_dict": model.state_dict(),
+        "optimizer_state_dict": sgd.state_dict(),
+        "adam": adam.state_dict(),
+        "epoch": 3,
+    }
 
 
 def _containers(torch):
-    return {"list": [torch.ones(2), 1, 2.5, "text", None, True], "tuple": (torch.zeros(1), (1, (2,))),
-            "nested": {"a": {"b": [torch.arange(3)]}}, "bytes": b"\x00\xff", 7: "int key"}
+    return {
+        "list": [torch.ones(2), 1, 2.5, "text", None, True],
+        "tuple": (torch.zeros(1), (1, (2,))),
+        "nested": {"a": {"b": [torch.arange(3)]}},
+        "bytes": b"\x00\xff",
+        7: "int key",
+    }
 
 
 CASES = {
@@ -97,8 +111,11 @@ def blocked(torch, tmp_path_factory):
     for name, (build, options) in CASES.items():
         paths[name] = str(folder / f"{name}.pth")
         torch.save(build(torch), paths[name], **options)
-    subprocess.run([sys.executable, str(WORKER), str(folder), *paths.values()], check=True,
-                   cwd=Path(__file__).resolve().parent.parent)
+    subprocess.run(
+        [sys.executable, str(WORKER), str(folder), *paths.values()],
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     result = json.loads((folder / "result.json").read_text())
     with np.load(folder / "arrays.npz") as npz:
         raw = [npz[f"arr_{i}"] for i in range(len(npz.files))]
@@ -185,14 +202,21 @@ def test_optimizer_state_and_ordered_dict_metadata_come_back(torch, tmp_path):
 
 # --- fm.torch_save, read by torch ------------------------------------------------------------------
 
+
 def test_torch_save_is_read_by_torch_load(torch, tmp_path):
     rng = np.random.default_rng(0)
-    arrays = {name: (rng.normal(size=(3, 4)) * 50).astype(ml_dtypes.bfloat16 if name == "bfloat16" else name)
-              for name in DTYPES}
+    arrays = {
+        name: (rng.normal(size=(3, 4)) * 50).astype(ml_dtypes.bfloat16 if name == "bfloat16" else name)
+        for name in DTYPES
+    }
     shared = np.arange(4.0, dtype=np.float32)
     obj = collections.OrderedDict(
-        arrays=arrays, zero_dim=np.array(2.5), scalar=np.int32(7), empty=np.zeros((0, 3), np.int64),
-        transposed=np.arange(6, dtype=np.int16).reshape(2, 3).T, jax=jnp.arange(3, dtype=jnp.float32),
+        arrays=arrays,
+        zero_dim=np.array(2.5),
+        scalar=np.int32(7),
+        empty=np.zeros((0, 3), np.int64),
+        transposed=np.arange(6, dtype=np.int16).reshape(2, 3).T,
+        jax=jnp.arange(3, dtype=jnp.float32),
         nested=[shared, (shared, None, "s", 1.5, True, b"\x00\xff", 2**40)],
     )
     fm.torch_save(obj, tmp_path / "ours.pth")
@@ -205,7 +229,11 @@ def test_torch_save_is_read_by_torch_load(torch, tmp_path):
             np.testing.assert_array_equal(tensor.view(torch.int16).numpy(), array.view(np.int16))
         else:
             np.testing.assert_array_equal(tensor.numpy(), array)
-    assert loaded["zero_dim"].dtype == torch.float64 and loaded["zero_dim"].shape == () and loaded["zero_dim"].item() == 2.5
+    assert (
+        loaded["zero_dim"].dtype == torch.float64
+        and loaded["zero_dim"].shape == ()
+        and loaded["zero_dim"].item() == 2.5
+    )
     assert loaded["scalar"].dtype == torch.int32 and loaded["scalar"].item() == 7
     assert loaded["empty"].shape == (0, 3) and loaded["empty"].dtype == torch.int64
     np.testing.assert_array_equal(loaded["transposed"].numpy(), obj["transposed"])
@@ -228,6 +256,7 @@ def test_torch_save_refuses_what_torch_cannot_hold(tmp_path):
 
 
 # --- save_model / load_model in torch's format, for any Equinox module -----------------------------
+
 
 def test_book_model_pth_loads_here_and_ours_loads_in_torch(torch, tmp_path):
     torch.manual_seed(123)
@@ -272,9 +301,12 @@ def test_any_equinox_module_round_trips_with_torch_style_keys(torch, tmp_path, n
     import equinox as eqx
 
     keys = jax.random.split(jax.random.key(0), 3)
-    model = Block(mlp=eqx.nn.MLP(3, 2, 4, 1, key=keys[0]),
-                  table={"embed": eqx.nn.Embedding(5, 2, key=keys[1])},
-                  scale=jnp.ones(2), steps=jnp.arange(3, dtype=jnp.int32))
+    model = Block(
+        mlp=eqx.nn.MLP(3, 2, 4, 1, key=keys[0]),
+        table={"embed": eqx.nn.Embedding(5, 2, key=keys[1])},
+        scale=jnp.ones(2),
+        steps=jnp.arange(3, dtype=jnp.int32),
+    )
     fm.save_model(model, tmp_path / name)
     if name.endswith(".pth"):
         stored = torch.load(tmp_path / name, weights_only=True)
@@ -282,13 +314,26 @@ def test_any_equinox_module_round_trips_with_torch_style_keys(torch, tmp_path, n
         from safetensors.torch import load_file
 
         stored = load_file(str(tmp_path / name))
-    assert sorted(stored) == sorted(["mlp.layers.0.weight", "mlp.layers.0.bias", "mlp.layers.1.weight",
-                                     "mlp.layers.1.bias", "table.embed.weight", "scale", "steps"])
+    assert sorted(stored) == sorted(
+        [
+            "mlp.layers.0.weight",
+            "mlp.layers.0.bias",
+            "mlp.layers.1.weight",
+            "mlp.layers.1.bias",
+            "table.embed.weight",
+            "scale",
+            "steps",
+        ]
+    )
     np.testing.assert_array_equal(stored["mlp.layers.1.weight"].numpy(), np.asarray(model.mlp.layers[1].weight))
     assert stored["steps"].dtype == torch.int32
 
-    like = Block(mlp=eqx.nn.MLP(3, 2, 4, 1, key=keys[2]), table={"embed": eqx.nn.Embedding(5, 2, key=keys[2])},
-                 scale=jnp.zeros(2), steps=jnp.zeros(3, dtype=jnp.int32))
+    like = Block(
+        mlp=eqx.nn.MLP(3, 2, 4, 1, key=keys[2]),
+        table={"embed": eqx.nn.Embedding(5, 2, key=keys[2])},
+        scale=jnp.zeros(2),
+        steps=jnp.zeros(3, dtype=jnp.int32),
+    )
     loaded = fm.load_model(tmp_path / name, like=like)
     np.testing.assert_array_equal(np.asarray(loaded.table["embed"].weight), np.asarray(model.table["embed"].weight))
     np.testing.assert_array_equal(np.asarray(loaded.steps), [0, 1, 2])
@@ -307,6 +352,7 @@ def test_training_checkpoint_is_not_taken_for_a_state_dict(torch, tmp_path):
 
 
 # --- files that try to run code -----------------------------------------------------------------------
+
 
 def _attacks(marker):
     class Shell:
@@ -350,12 +396,22 @@ def _int(value):
 
 def _tensor_pickle(size, stride, numel, key=b"0"):
     """A hand-written data.pkl: one float32 tensor, as torch.save spells it, with the sizes we choose."""
+
     def sizes(values):
         return b"(" + b"".join(_int(v) for v in values) + b"t"
 
-    return (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\n"
-            + b"X" + struct.pack("<I", len(key)) + key + b"X\x03\x00\x00\x00cpu" + _int(numel) + b"tQK\x00"
-            + sizes(size) + sizes(stride) + b"\x89ccollections\nOrderedDict\n)RtR.")
+    return (
+        b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\n"
+        + b"X"
+        + struct.pack("<I", len(key))
+        + key
+        + b"X\x03\x00\x00\x00cpu"
+        + _int(numel)
+        + b"tQK\x00"
+        + sizes(size)
+        + sizes(stride)
+        + b"\x89ccollections\nOrderedDict\n)RtR."
+    )
 
 
 def _archive(path, pickled, storages):
@@ -373,12 +429,15 @@ def test_hand_written_archive_is_read_as_torch_reads_it(torch, tmp_path):
     np.testing.assert_array_equal(fm.torch_load(tmp_path / "ok.pth"), expected.numpy())
 
 
-@pytest.mark.parametrize("size, stride, numel, message", [
-    ((10**6, 10**6), (10**6, 1), 4, "reaches element"),
-    ((4,), (1,), 10**12, "should hold 1000000000000"),
-    ((2, 2), (2,), 4, "different lengths"),
-    ((-1,), (1,), 4, "non-negative"),
-])
+@pytest.mark.parametrize(
+    "size, stride, numel, message",
+    [
+        ((10**6, 10**6), (10**6, 1), 4, "reaches element"),
+        ((4,), (1,), 10**12, "should hold 1000000000000"),
+        ((2, 2), (2,), 4, "different lengths"),
+        ((-1,), (1,), 4, "non-negative"),
+    ],
+)
 def test_sizes_that_lie_are_errors_not_allocations(tmp_path, size, stride, numel, message):
     _archive(tmp_path / "lie.pth", _tensor_pickle(size, stride, numel), {"0": b"\x00" * 16})
     with pytest.raises(fm.TorchFileError, match=message):
@@ -420,8 +479,11 @@ def test_truncated_file_is_a_clear_error(torch, tmp_path):
 @pytest.fixture(scope="module")
 def real_files(torch, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
-    state = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3).t(), "b": torch.ones(2, dtype=torch.bfloat16),
-             "meta": {"epoch": 3, "name": "x", "betas": (0.9, 0.99)}}
+    state = {
+        "w": torch.arange(6, dtype=torch.float32).reshape(2, 3).t(),
+        "b": torch.ones(2, dtype=torch.bfloat16),
+        "meta": {"epoch": 3, "name": "x", "betas": (0.9, 0.99)},
+    }
     files = []
     for options in ({}, {"_use_new_zipfile_serialization": False}):
         path = folder / f"real{len(files)}.pth"
@@ -441,11 +503,11 @@ def test_fuzzed_files_give_only_clear_errors(real_files, tmp_path, data):
         if kind == "byte":
             mutated[position] = data.draw(st.integers(0, 255))
         elif kind == "big":  # a length or size field turned huge
-            mutated[position:position + 4] = b"\xff\xff\xff\x7f"
+            mutated[position : position + 4] = b"\xff\xff\xff\x7f"
         elif kind == "cut":
             del mutated[position:]
         else:
-            del mutated[position:position + data.draw(st.integers(1, 16))]
+            del mutated[position : position + data.draw(st.integers(1, 16))]
         if not mutated:
             mutated = bytearray(b"\x00")
     path = tmp_path / "fuzzed.pth"
@@ -458,6 +520,7 @@ def test_fuzzed_files_give_only_clear_errors(real_files, tmp_path, data):
 
 # --- fundamentals convert ------------------------------------------------------------------------------
 
+
 def test_convert_round_trips_both_ways(torch, tmp_path, capsys):
     from safetensors.torch import load_file
 
@@ -468,7 +531,10 @@ def test_convert_round_trips_both_ways(torch, tmp_path, capsys):
     assert main(["convert", str(tmp_path / "model.pth"), str(tmp_path / "model.safetensors")]) == 0
     assert main(["convert", str(tmp_path / "model.safetensors"), str(tmp_path / "back.pth")]) == 0
     assert "Wrote 10 tensors" in capsys.readouterr().out
-    for loaded in (load_file(str(tmp_path / "model.safetensors")), torch.load(tmp_path / "back.pth", weights_only=True)):
+    for loaded in (
+        load_file(str(tmp_path / "model.safetensors")),
+        torch.load(tmp_path / "back.pth", weights_only=True),
+    ):
         assert sorted(loaded) == sorted(state)
         for key, tensor in state.items():
             assert loaded[key].dtype == tensor.dtype and torch.equal(loaded[key], tensor), key
@@ -481,8 +547,12 @@ def test_convert_refuses_with_one_line_and_writes_nothing(torch, tmp_path, capsy
     torch.save({"evil": _attacks(marker)["system"]}, tmp_path / "evil.pth")
     torch.save(_training_checkpoint(torch), tmp_path / "checkpoint.pth")
     (tmp_path / "broken.pth").write_bytes(b"PK\x03\x04 not really")
-    for source, message in (("evil.pth", "refused global posix.system"), ("checkpoint.pth", "model_state_dict"),
-                            ("broken.pth", "broken.pth"), ("missing.pth", "not found")):
+    for source, message in (
+        ("evil.pth", "refused global posix.system"),
+        ("checkpoint.pth", "model_state_dict"),
+        ("broken.pth", "broken.pth"),
+        ("missing.pth", "not found"),
+    ):
         assert main(["convert", str(tmp_path / source), str(tmp_path / "out.safetensors")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err and err.startswith("fundamentals convert: error:")

@@ -1,6 +1,5 @@
 """A.7: the training loop against PyTorch's, fused against per-step, resume, NaN, evaluation."""
 
-
 import equinox as eqx
 import jax
 import numpy as np
@@ -23,7 +22,9 @@ def test_book_training_matches_torch_step_for_step(torch, fused):
     # the book prints the losses 0.75, 0.65, 0.44, 0.13, 0.03, 0.00
     assert [round(x, 2) for x in torch_losses] == [0.75, 0.65, 0.44, 0.13, 0.03, 0.0]
 
-    loader = fm.DataLoader(fm.ArrayDataset(X_train, y_train), batch_size=2, sampler=ReplaySampler(orders), drop_last=True)
+    loader = fm.DataLoader(
+        fm.ArrayDataset(X_train, y_train), batch_size=2, sampler=ReplaySampler(orders), drop_last=True
+    )
     lines = []
     model, history = fm.fit(book_model(initial), optax.sgd(0.5), loader, num_epochs=3, log=lines.append, fused=fused)
     np.testing.assert_allclose(history["loss"], torch_losses, atol=1e-5)
@@ -70,8 +71,9 @@ def test_step_never_recompiles():
     X, y = random_classification()
     for drop_last, shapes in ((True, 1), (False, 2)):  # a ragged last batch is one more shape
         loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=16, shuffle=True, drop_last=drop_last, seed=0)
-        _, history = fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.adam(1e-3), loader,
-                            num_epochs=4, log=None, fused=False)
+        _, history = fm.fit(
+            fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.adam(1e-3), loader, num_epochs=4, log=None, fused=False
+        )
         assert history["compilations"] == shapes
 
 
@@ -80,7 +82,9 @@ def test_same_seed_same_bits():
     runs = []
     for _ in range(2):
         loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=32, shuffle=True, seed=3)
-        runs.append(fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(5)), optax.adam(1e-2), loader, num_epochs=2, log=None))
+        runs.append(
+            fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(5)), optax.adam(1e-2), loader, num_epochs=2, log=None)
+        )
     assert runs[0][1]["loss"] == runs[1][1]["loss"]
 
 
@@ -97,8 +101,9 @@ def test_resume_is_bit_identical(tmp_path):
 
     fm.fit(model, optimizer, loader(), num_epochs=1, log=None, checkpoint=path)
     lines = []
-    resumed, resumed_history = fm.fit(model, optimizer, loader(), num_epochs=3, log=lines.append,
-                                      checkpoint=path, resume=True)
+    resumed, resumed_history = fm.fit(
+        model, optimizer, loader(), num_epochs=3, log=lines.append, checkpoint=path, resume=True
+    )
     assert lines[0].startswith("Resumed from")
     assert lines[1].startswith("Epoch: 002/003 | Batch 001/")
     assert resumed_history["loss"] == straight_history["loss"]
@@ -114,8 +119,14 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
     sampler = ReplaySampler([[0, 1, 2, 3], [4, 5, 6, 7]])
     loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=2, sampler=sampler)
     with pytest.raises(fm.TrainingDivergedError, match=r"epoch 2, step 1") as info:
-        fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), loader, num_epochs=3,
-               log=None, checkpoint=str(path))
+        fm.fit(
+            fm.NeuralNetwork(5, 3, key=jax.random.key(0)),
+            optax.sgd(0.1),
+            loader,
+            num_epochs=3,
+            log=None,
+            checkpoint=str(path),
+        )
     assert isinstance(info.value, FloatingPointError)
     saved = path.read_bytes()
     model = fm.load_model(path)  # the epoch-1 checkpoint is intact and loads as a model
@@ -125,11 +136,19 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
 
 def test_dropout_models_get_a_key_per_step_and_are_evaluated_without_dropout():
     X, y = random_classification()
+
     def run(seed):
         loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=32, shuffle=True, seed=0)
         model = fm.NeuralNetwork(5, 3, key=jax.random.key(0), dropout=0.5)
-        return fm.fit(model, optax.sgd(0.1), loader, num_epochs=2, log=None, seed=seed,
-                      val_loader=fm.DataLoader(fm.ArrayDataset(X, y), batch_size=50))
+        return fm.fit(
+            model,
+            optax.sgd(0.1),
+            loader,
+            num_epochs=2,
+            log=None,
+            seed=seed,
+            val_loader=fm.DataLoader(fm.ArrayDataset(X, y), batch_size=50),
+        )
 
     (model_a, history_a), (_, history_b), (_, history_c) = run(1), run(1), run(2)
     assert history_a["loss"] == history_b["loss"]
@@ -175,8 +194,11 @@ def test_generic_dataset_uses_the_per_step_path_and_agrees():
     results = []
     for dataset in (ToyDataset(), fm.ArrayDataset(X, y)):
         loader = fm.DataLoader(dataset, batch_size=4, shuffle=True, seed=9)
-        results.append(fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), loader,
-                              num_epochs=2, log=None)[1]["loss"])
+        results.append(
+            fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), loader, num_epochs=2, log=None)[1][
+                "loss"
+            ]
+        )
     np.testing.assert_allclose(results[0], results[1], rtol=1e-6)
 
 
@@ -193,8 +215,11 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="no batches"):
         fm.fit(model, optax.sgd(0.1), fm.DataLoader(fm.ArrayDataset(X, y), batch_size=20, drop_last=True), num_epochs=1)
     # a batch that is not (features, labels, ...) is named, whatever the loader
-    for batch, named in ((X[:2], "ndarray"), ({"x": X[:2], "y": y[:2]}, r"dict with keys \['x', 'y'\]"),
-                         ((X[:2],), "tuple of length 1")):
+    for batch, named in (
+        (X[:2], "ndarray"),
+        ({"x": X[:2], "y": y[:2]}, r"dict with keys \['x', 'y'\]"),
+        ((X[:2],), "tuple of length 1"),
+    ):
         with pytest.raises(TypeError, match=rf"\(features, labels, \.\.\.\) tuple, got a {named}"):
             fm.fit(model, optax.sgd(0.1), [batch], num_epochs=1, log=None)
     with pytest.raises(TypeError, match="must have a length"):
@@ -206,8 +231,9 @@ def test_labels_out_of_range_are_named_not_blamed_on_the_learning_rate(fused):
     X, y = random_classification(n=20)
     loader = fm.DataLoader(fm.ArrayDataset(X, y + 5), batch_size=4)
     with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 3\).*got values from 5 to"):
-        fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), loader, num_epochs=1, log=None,
-               fused=fused)
+        fm.fit(
+            fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), loader, num_epochs=1, log=None, fused=fused
+        )
     with pytest.raises(ValueError, match=r"\[0, 2\)"):
         fm.cross_entropy(np.zeros((2, 2), np.float32), np.array([5, 7]))
 
@@ -222,8 +248,9 @@ def test_subclass_that_changes_getitem_is_not_gathered_around(torch):
 
     def losses(fused):
         loader = fm.DataLoader(Scaled(X, y), batch_size=4, shuffle=True, seed=0)
-        return fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), loader, num_epochs=1,
-                      log=None, fused=fused)[1]["loss"]
+        return fm.fit(
+            fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), loader, num_epochs=1, log=None, fused=fused
+        )[1]["loss"]
 
     # fused or not, the subclass's __getitem__ runs: the chunks are stacked from its batches
     assert losses(True) == losses(False)
@@ -235,8 +262,9 @@ def test_subclass_that_changes_getitem_is_not_gathered_around(torch):
     _, labels = next(iter(loader))
     with torch.no_grad():
         expected = torch.nn.functional.cross_entropy(network(torch.ones(4, 5)), torch.from_numpy(labels)).item()
-    first = fm.fit(model, optax.sgd(0.1), fm.DataLoader(Scaled(X, y), batch_size=4, shuffle=True, seed=0),
-                   num_epochs=1, log=None)[1]["loss"][0]
+    first = fm.fit(
+        model, optax.sgd(0.1), fm.DataLoader(Scaled(X, y), batch_size=4, shuffle=True, seed=0), num_epochs=1, log=None
+    )[1]["loss"][0]
     assert first == pytest.approx(expected, abs=1e-5)
 
 
@@ -245,8 +273,16 @@ def test_fused_compilations_do_not_grow_with_epochs():
     counts = []
     for epochs in (1, 3):
         loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=2, shuffle=True, seed=0)
-        counts.append(fm.fit(fm.NeuralNetwork(3, 3, key=jax.random.key(0)), optax.sgd(0.1), loader,
-                             num_epochs=epochs, log=None, fused=True)[1]["compilations"])
+        counts.append(
+            fm.fit(
+                fm.NeuralNetwork(3, 3, key=jax.random.key(0)),
+                optax.sgd(0.1),
+                loader,
+                num_epochs=epochs,
+                log=None,
+                fused=True,
+            )[1]["compilations"]
+        )
     # 1050 steps an epoch run as a chunk of 1024 and one of 26: two programs, compiled once each
     assert counts == [2, 2]
 
@@ -257,8 +293,16 @@ def test_resume_with_a_val_loader_and_a_different_seed(tmp_path):
     loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=8, shuffle=True, seed=0)
     model = fm.NeuralNetwork(5, 3, key=jax.random.key(0))
     fm.fit(model, optax.sgd(0.1), loader, num_epochs=1, log=None, checkpoint=path)
-    _, history = fm.fit(model, optax.sgd(0.1), loader, num_epochs=2, log=None, checkpoint=path, resume=True,
-                        val_loader=fm.DataLoader(fm.ArrayDataset(X, y), batch_size=40))
+    _, history = fm.fit(
+        model,
+        optax.sgd(0.1),
+        loader,
+        num_epochs=2,
+        log=None,
+        checkpoint=path,
+        resume=True,
+        val_loader=fm.DataLoader(fm.ArrayDataset(X, y), batch_size=40),
+    )
     assert len(history["val_accuracy"]) == 1 and len(history["loss"]) == 10
     with pytest.raises(ValueError, match="seed=7 differs"):
         fm.fit(model, optax.sgd(0.1), loader, num_epochs=3, log=None, checkpoint=path, resume=True, seed=7)
@@ -267,12 +311,11 @@ def test_resume_with_a_val_loader_and_a_different_seed(tmp_path):
 def test_epoch_loss_is_the_mean_of_each_epochs_step_losses():
     X, y = random_classification(n=50)
     loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=8, shuffle=True, seed=2)
-    _, history = fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), loader, num_epochs=3,
-                        log=None)
+    _, history = fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), loader, num_epochs=3, log=None)
     steps = len(loader)
     assert len(history["loss"]) == 3 * steps
     for epoch, value in enumerate(history["epoch_loss"]):
-        assert value == pytest.approx(float(np.mean(history["loss"][epoch * steps:(epoch + 1) * steps])), rel=1e-12)
+        assert value == pytest.approx(float(np.mean(history["loss"][epoch * steps : (epoch + 1) * steps])), rel=1e-12)
 
 
 def test_dropout_key_is_fold_in_of_the_seed_and_the_step():
@@ -281,8 +324,9 @@ def test_dropout_key_is_fold_in_of_the_seed_and_the_step():
     X, y = random_classification(n=8)
     model = fm.NeuralNetwork(5, 3, key=jax.random.key(0), dropout=0.5)
     _, history = fm.fit(model, optax.sgd(0.0), [(X, y)] * 4, num_epochs=1, log=None, seed=9)
-    expected = [float(fm.cross_entropy(model(X, key=jax.random.fold_in(jax.random.key(9), step)), y))
-                for step in range(4)]
+    expected = [
+        float(fm.cross_entropy(model(X, key=jax.random.fold_in(jax.random.key(9), step)), y)) for step in range(4)
+    ]
     np.testing.assert_allclose(history["loss"], expected, rtol=1e-6)
     assert len(set(history["loss"])) == 4
 
@@ -295,8 +339,11 @@ def test_resuming_with_an_optimizer_of_other_shapes_is_refused(tmp_path):
     fm.fit(model, optax.adam(1e-3), loader, num_epochs=1, log=None, checkpoint=path)  # count, mu (6), nu (6)
     other = optax.chain(optax.trace(0.9), optax.trace(0.5), optax.scale_by_schedule(lambda count: -0.1))
     assert len(jax.tree_util.tree_leaves(other.init(eqx.filter(model, eqx.is_inexact_array)))) == 13  # as many arrays
-    with pytest.raises(fm.CheckpointError, match=r"another optimizer: its state is ScaleByAdamState.* with 13 arrays, "
-                       r"this optimizer's is TraceState \+ TraceState \+ ScaleByScheduleState with 13 arrays"):
+    with pytest.raises(
+        fm.CheckpointError,
+        match=r"another optimizer: its state is ScaleByAdamState.* with 13 arrays, "
+        r"this optimizer's is TraceState \+ TraceState \+ ScaleByScheduleState with 13 arrays",
+    ):
         fm.fit(model, other, loader, num_epochs=2, log=None, checkpoint=path, resume=True)
 
 

@@ -15,8 +15,13 @@ HERE = os.path.dirname(__file__)
 def report():
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
-    result = subprocess.run([sys.executable, os.path.join(HERE, "workers", "mesh_fit.py")], capture_output=True, text=True,
-                            env=env, timeout=600)
+    result = subprocess.run(
+        [sys.executable, os.path.join(HERE, "workers", "mesh_fit.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -71,10 +76,15 @@ def test_two_processes_two_devices_equal_one_process_on_the_same_global_batches(
             sampler.set_epoch(epoch)
             shards.append(list(sampler))
         steps = len(shards[0]) // 4
-        orders.append([i for k in range(steps) for shard in shards for i in shard[4 * k: 4 * k + 4]])
+        orders.append([i for k in range(steps) for shard in shards for i in shard[4 * k : 4 * k + 4]])
     loader = fm.DataLoader(dataset, batch_size=8, sampler=ReplaySampler(orders), drop_last=True)
-    model, history = fm.fit(fm.NeuralNetwork(3, 2, key=jax.random.key(1)), optax.sgd(0.2, momentum=0.9), loader,
-                            num_epochs=num_epochs, log=None)
+    model, history = fm.fit(
+        fm.NeuralNetwork(3, 2, key=jax.random.key(1)),
+        optax.sgd(0.2, momentum=0.9),
+        loader,
+        num_epochs=num_epochs,
+        log=None,
+    )
     expected_accuracy = fm.compute_accuracy(model, fm.DataLoader(dataset, batch_size=40))
     for result in results:
         np.testing.assert_allclose(result["loss"], history["loss"], atol=1e-5)

@@ -33,8 +33,11 @@ WORKERS = {
 def worker_main(argv: list[str]) -> int:
     """Run the worker `argv[0]` on the JSON config `argv[1]` and print its JSON result."""
     if len(argv) != 2 or argv[0] not in WORKERS:
-        print(f"fundamentals bench: error: --worker takes one of {', '.join(WORKERS)} and a JSON config "
-              "(it is how the benchmark starts its own processes)", file=sys.stderr)
+        print(
+            f"fundamentals bench: error: --worker takes one of {', '.join(WORKERS)} and a JSON config "
+            "(it is how the benchmark starts its own processes)",
+            file=sys.stderr,
+        )
         return 2
     print(json.dumps(WORKERS[argv[0]](json.loads(argv[1]))))
     return 0

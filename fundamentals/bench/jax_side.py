@@ -61,6 +61,7 @@ def _epoch_clock(dataset, seed: int = 123):
     It shuffles like `DataLoader(shuffle=True)` and keeps fit on its fused path, so one `fit`
     call gives every epoch's wall time: the first holds the compilation, the rest are steady.
     """
+
     class EpochClock(DistributedSampler):
         starts: list[float]
 
@@ -107,8 +108,14 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
     if not sync_dispatch:
         variants.append(("fit_fused", True, ArrayDataset, "fit: ArrayDataset on the device, chunks of lax.scan"))
     if kind == "tiny" and not sync_dispatch:
-        variants.append(("fit_book_class", True, book_toy_dataset(),
-                         "fit: the book's ToyDataset class (per-item __getitem__), host chunks"))
+        variants.append(
+            (
+                "fit_book_class",
+                True,
+                book_toy_dataset(),
+                "fit: the book's ToyDataset class (per-item __getitem__), host chunks",
+            )
+        )
     for name, fused, dataset_class, label in variants:
         dataset = dataset_class(X, y)
         clock = _epoch_clock(dataset)
@@ -143,8 +150,9 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
     def raw_scan():
         jax.block_until_ready(steps.chunk(param_leaves, opt_leaves, Xs, ys, step_ids, seed))
 
-    figures["jit_step" + suffix] = figure("jitted step alone, pre-made batches" + note,
-                                           time_blocks(raw_steps, repeats), per=steps_per_epoch)
+    figures["jit_step" + suffix] = figure(
+        "jitted step alone, pre-made batches" + note, time_blocks(raw_steps, repeats), per=steps_per_epoch
+    )
     if kind == "tiny" and not sync_dispatch:
         # The same arguments and results as the step, and no math: what one jax.jit call costs here.
         floor = jax.jit(lambda p, o, features, labels, step, seed: ([x + 1 for x in p], o, features[0, 0]))
@@ -155,10 +163,14 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
                 p, o, loss = floor(p, o, features, labels, step_ids[i], seed)
             jax.block_until_ready((p, loss))
 
-        figures["jit_floor"] = figure("jax.jit call floor: the step's arguments and results, no math",
-                                       time_blocks(floor_calls, repeats), per=steps_per_epoch)
-        figures["scan_epoch"] = figure("lax.scan epoch alone, pre-stacked batches", time_blocks(raw_scan, repeats),
-                                        per=steps_per_epoch)
+        figures["jit_floor"] = figure(
+            "jax.jit call floor: the step's arguments and results, no math",
+            time_blocks(floor_calls, repeats),
+            per=steps_per_epoch,
+        )
+        figures["scan_epoch"] = figure(
+            "lax.scan epoch alone, pre-stacked batches", time_blocks(raw_scan, repeats), per=steps_per_epoch
+        )
 
         # The idiomatic Equinox step: filter_jit over the whole model, as its tutorials write it.
         @eqx.filter_jit
@@ -173,8 +185,9 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
                 m, o, loss = filter_step(m, o, features, labels)
             jax.block_until_ready(loss)
 
-        figures["filter_jit"] = figure("eqx.filter_jit step, pre-made batches", time_blocks(filter_steps, repeats),
-                                        per=steps_per_epoch)
+        figures["filter_jit"] = figure(
+            "eqx.filter_jit step, pre-made batches", time_blocks(filter_steps, repeats), per=steps_per_epoch
+        )
 
     if kind == "tiny" and not sync_dispatch:
         figures["rerun_cell"] = _rerun_cell(repeats)
@@ -199,8 +212,12 @@ def _rerun_cell(repeats: int) -> dict:
     cell()
     first = time.perf_counter() - start
     samples = time_blocks(cell, repeats)
-    return {"label": "re-run of the book's 3-epoch fit cell (new model, new optax.sgd)", "seconds": statistics.median(samples),
-            "samples": samples, "first_seconds": first}
+    return {
+        "label": "re-run of the book's 3-epoch fit cell (new model, new optax.sgd)",
+        "seconds": statistics.median(samples),
+        "samples": samples,
+        "first_seconds": first,
+    }
 
 
 def _matmul_rate(n: int, block_seconds: float, repeats: int) -> dict:
@@ -226,8 +243,9 @@ def matmuls(cfg: dict) -> dict:
             a = jax.device_put(np.random.default_rng(0).standard_normal((m, k), dtype=np.float32), device)
             b = jax.device_put(np.random.default_rng(1).standard_normal((k, n), dtype=np.float32), device)
             # a and b bound now: the lambda is timed within this iteration, not after the loop moves on.
-            seconds = matmul_blocks(lambda a=a, b=b: matmul(a, b), jax.block_until_ready, cfg["block_seconds"],
-                                    cfg["repeats"])
+            seconds = matmul_blocks(
+                lambda a=a, b=b: matmul(a, b), jax.block_until_ready, cfg["block_seconds"], cfg["repeats"]
+            )
             rows.append({"shape": shape, "seconds": seconds, "gflops": 2 * m * k * n / seconds / 1e9})
         results[platform_name] = {"device": device.device_kind, "rows": rows}
     return {"info": _info(), "platforms": results}

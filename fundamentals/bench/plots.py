@@ -24,21 +24,33 @@ def plot(results: dict, path: str) -> None:
     for name, unit, scale in (("tiny", "µs", 1e6), ("wide", "ms", 1e3)):
         if name in results:
             figures = results[name]["figures"]
-            bars = [(figures[k]["label"], figures[k]["seconds_per_step"] * scale) for k in order_figures(figures)
-                    if "seconds_per_step" in figures[k]]
+            bars = [
+                (figures[k]["label"], figures[k]["seconds_per_step"] * scale)
+                for k in order_figures(figures)
+                if "seconds_per_step" in figures[k]
+            ]
             panels.append((f"{name}: {unit} per step, shorter is faster (log scale)", bars))
     if not panels and "matmul" in results:
         rows = results["matmul"]["jax"]["platforms"]["cpu"]["rows"]
-        panels.append(("matmul, JAX CPU: ms (log scale)",
-                       [(f"{r['shape'][0][0]}×{r['shape'][0][1]}·{r['shape'][1][1]}", r["seconds"] * 1e3) for r in rows]))
+        panels.append(
+            (
+                "matmul, JAX CPU: ms (log scale)",
+                [(f"{r['shape'][0][0]}×{r['shape'][0][1]}·{r['shape'][1][1]}", r["seconds"] * 1e3) for r in rows],
+            )
+        )
     if not panels:
         raise BenchError("--plot needs the tiny, wide or matmul benchmark")
-    figure, axes = plt.subplots(len(panels), 1, figsize=(9, 1.2 + 0.45 * sum(len(b) for _, b in panels) + 0.6 * len(panels)),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        len(panels), 1, figsize=(9, 1.2 + 0.45 * sum(len(b) for _, b in panels) + 0.6 * len(panels)), squeeze=False
+    )
     for axis, (title, bars) in zip(axes[:, 0], panels):
         labels, values = zip(*bars)
         positions = np.arange(len(bars))
-        axis.barh(positions, values, color=["#d95f02" if "PyTorch" in label or "torch" in label else "#1b9e77" for label in labels])
+        axis.barh(
+            positions,
+            values,
+            color=["#d95f02" if "PyTorch" in label or "torch" in label else "#1b9e77" for label in labels],
+        )
         axis.set_yticks(positions, labels, fontsize=8)
         axis.invert_yaxis()
         axis.set_xscale("log")

@@ -22,8 +22,21 @@ def _ratio(value) -> str:
 
 def order_figures(figures: dict) -> list[str]:
     """The names of `figures` in the order the tables and the plot show them: PyTorch first, then ours."""
-    preferred = ["eager_step", "eager_loop", "eager_loop_book_class", "compiled_step", "filter_jit", "fit_per_step",
-                 "jit_step", "jit_floor", "fit_per_step_sync", "jit_step_sync", "fit_book_class", "fit_fused", "scan_epoch"]
+    preferred = [
+        "eager_step",
+        "eager_loop",
+        "eager_loop_book_class",
+        "compiled_step",
+        "filter_jit",
+        "fit_per_step",
+        "jit_step",
+        "jit_floor",
+        "fit_per_step_sync",
+        "jit_step_sync",
+        "fit_book_class",
+        "fit_fused",
+        "scan_epoch",
+    ]
     return [name for name in preferred if name in figures]
 
 
@@ -50,8 +63,10 @@ def _load_line(results: dict) -> str:
     if not others or None in others.values():
         return ""
     listed = ", ".join(f"{name} {value:.2f}" for name, value in others.items())
-    return (f"Cores kept busy by other processes during each benchmark (of {results['machine']['usable_cores']}): "
-            f"{listed}. Above about 0.1 the timings are skewed, PyTorch's most (its OpenMP threads spin).")
+    return (
+        f"Cores kept busy by other processes during each benchmark (of {results['machine']['usable_cores']}): "
+        f"{listed}. Above about 0.1 the timings are skewed, PyTorch's most (its OpenMP threads spin)."
+    )
 
 
 def _training_table(section: dict, kind: str) -> list[str]:
@@ -72,8 +87,10 @@ def _training_table(section: dict, kind: str) -> list[str]:
             if "error" in figure:
                 lines.append(f"| {figure['label']} | failed: {figure['error']} | |")
                 continue
-            lines.append(f"| {figure['label']} | {format_number(figure['seconds_per_step'] * 1e6)} | "
-                         f"{_ratio(figure['speedup_vs_torch_eager'])} |")
+            lines.append(
+                f"| {figure['label']} | {format_number(figure['seconds_per_step'] * 1e6)} | "
+                f"{_ratio(figure['speedup_vs_torch_eager'])} |"
+            )
     else:
         hidden = ", ".join(str(h) for h in cfg["hidden"])
         lines += [
@@ -92,7 +109,9 @@ def _training_table(section: dict, kind: str) -> list[str]:
                 lines.append(f"| {figure['label']} | failed: {figure['error']} | | | | |")
                 continue
             peak = figure.get("percent_of_fp32_peak")
-            percent = format_number(figure["percent_of_matmul_rate"], 0) + (f" ({peak:.0f}% of fp32 peak)" if peak else "")
+            percent = format_number(figure["percent_of_matmul_rate"], 0) + (
+                f" ({peak:.0f}% of fp32 peak)" if peak else ""
+            )
             lines.append(
                 f"| {figure['label']} | {figure['seconds_per_step'] * 1e3:.2f} | {format_number(figure['samples_per_second'])} | "
                 f"{format_number(figure['gflops'])} | {percent} | {_ratio(figure['speedup_vs_torch_eager'])} |"
@@ -101,12 +120,17 @@ def _training_table(section: dict, kind: str) -> list[str]:
         if section["torch"]:
             rates.append(f"PyTorch {section['torch']['matmul']['gflops']:.0f} GFLOP/s")
         size = section["jax"]["matmul"]["size"]
-        lines += ["", f"Matmul rate ({size}×{size} float32, measured in each framework's process): {', '.join(rates)}; "
-                  "each variant's percentage is of its own framework's rate."]
+        lines += [
+            "",
+            f"Matmul rate ({size}×{size} float32, measured in each framework's process): {', '.join(rates)}; "
+            "each variant's percentage is of its own framework's rate.",
+        ]
     fused, per_step = figures["fit_fused"], figures["fit_per_step"]
     if kind == "tiny":
-        us = {name: figures[name]["seconds_per_step"] * 1e6 for name in ("fit_per_step", "jit_step", "jit_floor",
-                                                                         "fit_fused", "scan_epoch")}
+        us = {
+            name: figures[name]["seconds_per_step"] * 1e6
+            for name in ("fit_per_step", "jit_step", "jit_floor", "fit_fused", "scan_epoch")
+        }
         lines += [
             "",
             f"Where a step's time goes. fit(fused=False), {us['fit_per_step']:.1f} µs: calling a jitted function with "
@@ -118,20 +142,26 @@ def _training_table(section: dict, kind: str) -> list[str]:
         if "fit_per_step_sync" in figures:
             sync_fit, sync_step = (figures[n]["seconds_per_step"] * 1e6 for n in ("fit_per_step_sync", "jit_step_sync"))
             lines.append(
-                f"With `jax.config.update(\"jax_cpu_enable_async_dispatch\", False)` before JAX starts, each call runs in "
+                f'With `jax.config.update("jax_cpu_enable_async_dispatch", False)` before JAX starts, each call runs in '
                 f"the calling thread: fit(fused=False) {sync_fit:.1f} µs, the step alone {sync_step:.1f} µs; the "
                 f"difference, {us['fit_per_step'] - sync_fit:.1f} µs a step, is handing each call to XLA's worker thread "
                 "and waking it."
             )
     if "fit_book_class" in figures:
         book = figures["fit_book_class"]
-        lines += ["", f"The book's ToyDataset class through each loop: fit {book['seconds_per_step'] * 1e6:.1f} µs a step, "
-                  f"{_ratio(book.get('speedup_vs_torch_book_loop'))} the book's PyTorch loop over the same class."]
+        lines += [
+            "",
+            f"The book's ToyDataset class through each loop: fit {book['seconds_per_step'] * 1e6:.1f} µs a step, "
+            f"{_ratio(book.get('speedup_vs_torch_book_loop'))} the book's PyTorch loop over the same class.",
+        ]
     if "rerun_cell" in figures:
         cell = figures["rerun_cell"]
-        lines += ["", f"The book's 3-epoch training cell (new model, new optax.sgd(0.5), 6 steps): "
-                  f"{cell['first_seconds'] * 1e3:.0f} ms the first time in a process (compiling), "
-                  f"{cell['seconds'] * 1e3:.1f} ms when re-run (the compiled program is reused)."]
+        lines += [
+            "",
+            f"The book's 3-epoch training cell (new model, new optax.sgd(0.5), 6 steps): "
+            f"{cell['first_seconds'] * 1e3:.0f} ms the first time in a process (compiling), "
+            f"{cell['seconds'] * 1e3:.1f} ms when re-run (the compiled program is reused).",
+        ]
     lines += [
         "",
         "fit() rows: the median epoch after the first, over the steps an epoch; what a fit() call takes beyond "
@@ -147,8 +177,10 @@ def _matmul_table(section: dict) -> list[str]:
     ours, theirs = section["jax"]["platforms"], (section["torch"] or {}).get("platforms", {})
     columns = [("JAX CPU", ours.get("cpu")), ("PyTorch CPU", theirs.get("cpu"))]
     if section["has_gpu"] or "gpu" in theirs:
-        columns += [(f"JAX GPU ({ours['gpu']['device']})" if "gpu" in ours else "JAX GPU", ours.get("gpu")),
-                    ("PyTorch GPU", theirs.get("gpu"))]
+        columns += [
+            (f"JAX GPU ({ours['gpu']['device']})" if "gpu" in ours else "JAX GPU", ours.get("gpu")),
+            ("PyTorch GPU", theirs.get("gpu")),
+        ]
     lines = [
         "## matmul: exercise A.4, float32, ms (GFLOP/s)",
         "",
@@ -198,8 +230,10 @@ def _compile_table(section: dict) -> list[str]:
     ]
     for which in ("cold", "warm"):
         r = section[which]
-        lines.append(f"| {which} | {r['trace_seconds']:.3f} | {r['lower_seconds']:.3f} | {r['compile_seconds']:.3f} | "
-                     f"{r['first_step_seconds']:.3f} | {r['process_seconds']:.2f} |")
+        lines.append(
+            f"| {which} | {r['trace_seconds']:.3f} | {r['lower_seconds']:.3f} | {r['compile_seconds']:.3f} | "
+            f"{r['first_step_seconds']:.3f} | {r['process_seconds']:.2f} |"
+        )
     return lines
 
 
@@ -220,7 +254,9 @@ def _loader_table(result: dict) -> list[str]:
     ]
     for label, key in rows:
         ms, rate = result[f"{key}_epoch_ms"], result[f"{key}_batches_per_s"]
-        lines.append(f"| {label} | {'n/a' if ms is None else f'{ms:.1f}'} | {'n/a' if rate is None else f'{rate:,.0f}'} |")
+        lines.append(
+            f"| {label} | {'n/a' if ms is None else f'{ms:.1f}'} | {'n/a' if rate is None else f'{rate:,.0f}'} |"
+        )
     lines.append("")
     if result["speedup_vs_torch"] is not None:
         lines.append(f"Speed-up over PyTorch: {result['speedup_vs_torch']:.1f}×. ")
@@ -230,10 +266,14 @@ def _loader_table(result: dict) -> list[str]:
 
 def format_report(results: dict) -> str:
     """Every section of `run_benchmarks`' result as Markdown."""
-    lines = ["# fundamentals bench" + (" (--quick: tiny sizes, not for comparison)" if results.get("quick") else ""), "",
-             _machine_line(results),
-             "Each framework runs in its own process; figures are medians of timed blocks after a warm-up.",
-             _load_line(results), ""]
+    lines = [
+        "# fundamentals bench" + (" (--quick: tiny sizes, not for comparison)" if results.get("quick") else ""),
+        "",
+        _machine_line(results),
+        "Each framework runs in its own process; figures are medians of timed blocks after a warm-up.",
+        _load_line(results),
+        "",
+    ]
     for name in SECTIONS:
         if name not in results:
             continue
@@ -247,12 +287,19 @@ def format_report(results: dict) -> str:
             lines += _compile_table(results[name])
         lines.append("")
     if results["targets"]:
-        lines += ["## performance goals (set for a 2-core CPU)", "", "| target | goal | measured | met |", "|---|---:|---:|---|"]
+        lines += [
+            "## performance goals (set for a 2-core CPU)",
+            "",
+            "| target | goal | measured | met |",
+            "|---|---:|---:|---|",
+        ]
         for t in results["targets"]:
             sign = "≥" if t["unit"] != "s" else "≤"
             value = f"{t['measured']:.3f} s" if t["unit"] == "s" else f"{t['measured']:.1f}{t['unit']}"
-            lines.append(f"| {t['target']} | {sign} {t['goal']}{' ' if t['unit'] == 's' else ''}{t['unit']} | "
-                         f"{value} | {'yes' if t['met'] else 'no'} |")
+            lines.append(
+                f"| {t['target']} | {sign} {t['goal']}{' ' if t['unit'] == 's' else ''}{t['unit']} | "
+                f"{value} | {'yes' if t['met'] else 'no'} |"
+            )
         lines.append("")
     lines.append(f"Total benchmark time: {results['seconds']:.0f} s.")
     return "\n".join(lines)

@@ -57,7 +57,8 @@ def _training_section(kind: str, cfg: dict) -> dict:
         # The same dataset class through each framework's loop: what a reader of the book gains.
         book_loop_seconds = figures.get("eager_loop_book_class", {}).get("seconds_per_step")
         figures["fit_book_class"]["speedup_vs_torch_book_loop"] = (
-            None if book_loop_seconds is None else book_loop_seconds / figures["fit_book_class"]["seconds_per_step"])
+            None if book_loop_seconds is None else book_loop_seconds / figures["fit_book_class"]["seconds_per_step"]
+        )
     if kind == "wide":
         parameters = count_parameters([cfg["inputs"], *cfg["hidden"], cfg["outputs"]])
         flops = 6 * parameters * cfg["batch_size"]
@@ -89,8 +90,12 @@ def _matmul_section(cfg: dict) -> dict:
     ours = run_worker("jax-matmul", cfg)
     progress("matmul: PyTorch")
     theirs = run_worker("torch-matmul", cfg)
-    section: dict[str, Any] = {"config": cfg, "jax": ours, "torch": None if "missing" in theirs else theirs,
-                               "gpu_wins_from": {}}
+    section: dict[str, Any] = {
+        "config": cfg,
+        "jax": ours,
+        "torch": None if "missing" in theirs else theirs,
+        "gpu_wins_from": {},
+    }
     for name, result in (("jax", ours), ("torch", section["torch"])):
         if result is None or "gpu" not in result["platforms"]:
             section["gpu_wins_from"][name] = None
@@ -158,7 +163,9 @@ def _machine(results: dict) -> dict:
             machine["torch_device"] = section["torch"]["info"]
     if "compile" in results and "jax_devices" not in machine:
         machine["jax_devices"] = results["compile"]["runs"]["cold"][0]["info"]["devices"]
-    ran = [section["torch"] is not None for section in results.values() if isinstance(section, dict) and "torch" in section]
+    ran = [
+        section["torch"] is not None for section in results.values() if isinstance(section, dict) and "torch" in section
+    ]
     if "loader" in results:
         ran.append(results["loader"]["torch_version"] is not None)
     # None: no benchmark tried to import torch (compile only).
@@ -181,8 +188,12 @@ def _targets(results: dict) -> list[dict]:
         figures = tiny["figures"]
         add("tiny: fit(fused=True) vs PyTorch eager step", figures["fit_fused"]["speedup_vs_torch_eager"], 60, "×")
         add("tiny: fit(fused=False) vs PyTorch eager step", figures["fit_per_step"]["speedup_vs_torch_eager"], 10, "×")
-        add("tiny: fit over the book's ToyDataset class vs the book's PyTorch loop over it",
-            figures["fit_book_class"].get("speedup_vs_torch_book_loop"), 10, "×")
+        add(
+            "tiny: fit over the book's ToyDataset class vs the book's PyTorch loop over it",
+            figures["fit_book_class"].get("speedup_vs_torch_book_loop"),
+            10,
+            "×",
+        )
     if tiny and "rerun_cell" in tiny["figures"]:
         add("tiny: re-run of the book's 3-epoch fit cell", tiny["figures"]["rerun_cell"]["seconds"], 0.1, "s", False)
     wide = results.get("wide")

@@ -109,20 +109,27 @@ def training(cfg: dict, kind: str) -> dict:
 
     n = len(batches)
     figures = {
-        "eager_step": figure("PyTorch eager step (zero_grad/backward/step), pre-made batches",
-                              time_blocks(steps(model), repeats), per=n),
-        "eager_loop": figure("PyTorch eager, the book's loop (TensorDataset, DataLoader, loss.item())",
-                              time_blocks(book_loop(tensor_loader), repeats), per=n),
+        "eager_step": figure(
+            "PyTorch eager step (zero_grad/backward/step), pre-made batches", time_blocks(steps(model), repeats), per=n
+        ),
+        "eager_loop": figure(
+            "PyTorch eager, the book's loop (TensorDataset, DataLoader, loss.item())",
+            time_blocks(book_loop(tensor_loader), repeats),
+            per=n,
+        ),
     }
     if kind == "tiny":
         figures["eager_loop_book_class"] = figure(
-            "PyTorch eager, the book's loop over the book's ToyDataset class", time_blocks(book_loop(book_loader), repeats),
-            per=n)
+            "PyTorch eager, the book's loop over the book's ToyDataset class",
+            time_blocks(book_loop(book_loader), repeats),
+            per=n,
+        )
     if cfg.get("torch_compile"):
         try:
             compiled = torch.compile(model)
-            figures["compiled_step"] = figure("torch.compile(model) step, pre-made batches",
-                                               time_blocks(steps(compiled), repeats), per=n)
+            figures["compiled_step"] = figure(
+                "torch.compile(model) step, pre-made batches", time_blocks(steps(compiled), repeats), per=n
+            )
         except Exception as error:  # noqa: BLE001 - dynamo, inductor, triton or the C++ toolchain: report why
             figures["compiled_step"] = {"label": "torch.compile(model) step", "error": str(error).splitlines()[0][:200]}
     result = {"info": _info(torch, device), "steps_per_epoch": n, "figures": figures}
@@ -167,8 +174,12 @@ def loader_epoch(cfg: dict) -> dict:
 
     X, y = wide_data(cfg["num_samples"], cfg["num_features"], 10)
     torch.manual_seed(0)
-    loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=cfg["batch_size"],
-                        shuffle=True, num_workers=0)
+    loader = DataLoader(
+        TensorDataset(torch.from_numpy(X), torch.from_numpy(y)),
+        batch_size=cfg["batch_size"],
+        shuffle=True,
+        num_workers=0,
+    )
 
     def run_epoch():
         for _batch in loader:

@@ -22,12 +22,20 @@ def main() -> None:
     for fused in (True, False):
         for name, m in (("single", None), ("mesh", mesh)):
             loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=16, shuffle=True, drop_last=True, seed=1)
-            model, history = fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1, momentum=0.9),
-                                    loader, num_epochs=2, log=None, mesh=m, fused=fused)
+            model, history = fm.fit(
+                fm.NeuralNetwork(5, 3, key=jax.random.key(0)),
+                optax.sgd(0.1, momentum=0.9),
+                loader,
+                num_epochs=2,
+                log=None,
+                mesh=m,
+                fused=fused,
+            )
             report["runs"][f"{name}-{'fused' if fused else 'step'}"] = {
                 "loss": history["loss"],
                 "params": {k: v.tolist() for k, v in fm.state_dict(model).items()},
             }
+
     class BookDataset:  # one example at a time: its batches reach the mesh as host chunks
         def __len__(self):
             return len(X)
@@ -36,15 +44,27 @@ def main() -> None:
             return X[index], y[index]
 
     loader = fm.DataLoader(BookDataset(), batch_size=16, shuffle=True, drop_last=True, seed=1)
-    model, history = fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1, momentum=0.9),
-                            loader, num_epochs=2, log=None, mesh=mesh)
+    model, history = fm.fit(
+        fm.NeuralNetwork(5, 3, key=jax.random.key(0)),
+        optax.sgd(0.1, momentum=0.9),
+        loader,
+        num_epochs=2,
+        log=None,
+        mesh=mesh,
+    )
     report["runs"]["mesh-book-fused"] = {
         "loss": history["loss"],
         "params": {k: v.tolist() for k, v in fm.state_dict(model).items()},
     }
     try:
-        fm.fit(fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1),
-               fm.DataLoader(fm.ArrayDataset(X, y), batch_size=12), num_epochs=1, log=None, mesh=mesh)
+        fm.fit(
+            fm.NeuralNetwork(5, 3, key=jax.random.key(0)),
+            optax.sgd(0.1),
+            fm.DataLoader(fm.ArrayDataset(X, y), batch_size=12),
+            num_epochs=1,
+            log=None,
+            mesh=mesh,
+        )
     except ValueError as error:
         report["error"] = str(error)
     json.dump(report, sys.stdout)

@@ -20,9 +20,16 @@ def train(rank, num_epochs, fused):
     sampler = fm.DistributedSampler(dataset, shuffle=True, seed=5)  # rank and size from jax.distributed
     loader = fm.DataLoader(dataset, batch_size=4, sampler=sampler, drop_last=True)
     model = fm.NeuralNetwork(3, 2, key=jax.random.key(1))
-    model, history = fm.fit(model, optax.sgd(0.2, momentum=0.9), loader, num_epochs=num_epochs, log=None,
-                            mesh=fm.data_mesh(), fused=fused,
-                            val_loader=fm.DataLoader(dataset, batch_size=8, sampler=fm.DistributedSampler(dataset, shuffle=False)))
+    model, history = fm.fit(
+        model,
+        optax.sgd(0.2, momentum=0.9),
+        loader,
+        num_epochs=num_epochs,
+        log=None,
+        mesh=fm.data_mesh(),
+        fused=fused,
+        val_loader=fm.DataLoader(dataset, batch_size=8, sampler=fm.DistributedSampler(dataset, shuffle=False)),
+    )
     return {
         "rank": rank,
         "process_count": jax.process_count(),

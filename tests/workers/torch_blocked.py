@@ -29,11 +29,17 @@ import fundamentals as fm  # noqa: E402
 def describe(obj, arrays):
     if isinstance(obj, np.ndarray):
         arrays.append(obj)
-        return {"array": len(arrays) - 1, "dtype": str(obj.dtype), "shape": list(obj.shape),
-                "strides": [s // obj.itemsize for s in obj.strides] if obj.size else None}
+        return {
+            "array": len(arrays) - 1,
+            "dtype": str(obj.dtype),
+            "shape": list(obj.shape),
+            "strides": [s // obj.itemsize for s in obj.strides] if obj.size else None,
+        }
     if isinstance(obj, dict):
-        return {"dict": [[describe(k, arrays), describe(v, arrays)] for k, v in obj.items()],
-                "type": type(obj).__name__}
+        return {
+            "dict": [[describe(k, arrays), describe(v, arrays)] for k, v in obj.items()],
+            "type": type(obj).__name__,
+        }
     if isinstance(obj, (list, tuple)):
         return {type(obj).__name__: [describe(v, arrays) for v in obj]}
     if isinstance(obj, bytes):
@@ -49,8 +55,12 @@ def main(out_dir, paths):
         start = len(arrays)
         described = describe(fm.torch_load(path), arrays)
         loaded = arrays[start:]
-        shared = [[i + start, j + start] for i in range(len(loaded)) for j in range(i + 1, len(loaded))
-                  if np.shares_memory(loaded[i], loaded[j])]
+        shared = [
+            [i + start, j + start]
+            for i in range(len(loaded))
+            for j in range(i + 1, len(loaded))
+            if np.shares_memory(loaded[i], loaded[j])
+        ]
         results[path] = {"object": described, "shared": shared}
     fm.torch_save({"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": [1, None, "x"]}, f"{out_dir}/saved.pth")
     np.savez(f"{out_dir}/arrays.npz", *[np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in arrays])
