@@ -48,7 +48,15 @@ def _positive(value) -> bool:
 def test_all_quick_runs_and_reports_every_section(quick_run):
     completed, json_path, png_path = quick_run
     assert completed.returncode == 0, completed.stderr[-2000:]
-    for heading in ("## tiny", "## wide", "## matmul", "## loader", "## compile", "| variant | µs / step |"):
+    for heading in (
+        "## tiny",
+        "## wide",
+        "## matmul",
+        "## loader",
+        "## files",
+        "## compile",
+        "| variant | µs / step |",
+    ):
         assert heading in completed.stdout
     assert "bench: tiny" in completed.stderr  # progress goes to stderr
 
@@ -91,6 +99,9 @@ def test_all_quick_runs_and_reports_every_section(quick_run):
         assert machine["torch_available"] is True
         assert _positive(results["tiny"]["figures"]["fit_fused"]["speedup_vs_torch_eager"])
         assert _positive(results["tiny"]["figures"]["fit_book_class"]["speedup_vs_torch_book_loop"])
+        files = results["files"]
+        assert _positive(files["torch"]["median_s"]) and _positive(files["fundamentals"]["median_s"])
+        assert files["ratio"] == pytest.approx(files["fundamentals"]["median_s"] / files["torch"]["median_s"])
         assert "the book's PyTorch loop over the same class" in completed.stdout
         assert _positive(results["loader"]["torch_epoch_ms"])
     cell = results["tiny"]["figures"]["rerun_cell"]

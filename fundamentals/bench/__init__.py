@@ -1,7 +1,7 @@
 """The benchmark suite behind `fundamentals bench`: jit-compiled JAX training against PyTorch.
 
 ```
-fundamentals bench [tiny|wide|matmul|loader|compile|all] [--quick] [--json FILE] [--plot FILE.png] [--torch-compile]
+fundamentals bench [tiny|wide|matmul|loader|files|compile|all] [--quick] [--json FILE] [--plot FILE.png] [--torch-compile]
 ```
 
 - `tiny`: the book's network (2→30→20→2), batch 2, SGD lr 0.5, on a larger two-blob data set
@@ -17,6 +17,8 @@ fundamentals bench [tiny|wide|matmul|loader|compile|all] [--quick] [--json FILE]
 - `matmul`: exercise A.4, `(100×200) @ (200×300)`, then square matrices up to 4096, on the CPU
   and on the GPU when there is one, and the size from which the GPU wins.
 - `loader`: `loader.bench_loader`, one shuffled MNIST-sized epoch of `DataLoader` against PyTorch's.
+- `files`: reading a 100 MB `.pth` state dict with `fm.torch_load` against PyTorch's own
+  `torch.load(path, weights_only=True)`, alternating in one process (needs torch).
 - `compile`: the time to the first finished step of `fit` in a fresh process, with an empty
   persistent compilation cache (cold) and again with the cache it left (warm).
 
@@ -34,7 +36,7 @@ the call takes beyond its epochs at that pace (tracing, compiling, set-up) is it
 The package, one job a module: `common` (sizes, data, timing, starting a worker), `__main__`
 (the worker entry point), `jax_side` and `torch_side` (the workers), `loader` (the loader
 benchmark), `runner` (sections, machine, goals, the command), `report` (Markdown), `plots` (PNG),
-and `files` (reading a `.pth` file against `torch.load`, run on its own: `python -m fundamentals.bench.files`).
+and `files` (reading a `.pth` file against `torch.load`).
 """
 
 from .common import SECTIONS, BenchError

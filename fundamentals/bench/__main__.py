@@ -14,6 +14,7 @@ import sys
 
 from ..cli import main
 from . import jax_side, torch_side
+from .files import bench_torch_load
 from .loader import bench_loader
 
 WORKERS = {
@@ -27,7 +28,17 @@ WORKERS = {
     "torch-matmul": torch_side.matmuls,
     "torch-loader": torch_side.loader_epoch,
     "loader": lambda cfg: bench_loader(quick=cfg["quick"]),
+    "files": lambda cfg: _files(cfg),
 }
+
+
+def _files(cfg: dict) -> dict:
+    """Reading a `.pth`: `fm.torch_load` against `torch.load(weights_only=True)`, or why it cannot run."""
+    try:
+        import torch  # noqa: F401 - only to know whether the comparison can run
+    except ImportError:
+        return {"missing": "torch"}
+    return bench_torch_load(cfg["size_mb"], cfg["repeats"])
 
 
 def worker_main(argv: list[str]) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-SECTIONS = ("tiny", "wide", "matmul", "loader", "compile")
+SECTIONS = ("tiny", "wide", "matmul", "loader", "files", "compile")
 
 # Sizes of every section, full and --quick (tiny sizes and few repeats, for tests and CI).
 CONFIG: dict[str, dict[str, Any]] = {
@@ -30,6 +30,7 @@ CONFIG: dict[str, dict[str, Any]] = {
             "matmul_block_seconds": 0.2,
         },
         "matmul": {"sizes": [128, 256, 512, 1024, 2048, 4096], "block_seconds": 0.05},
+        "files": {"size_mb": 100, "repeats": 5},
         "compile": {"pairs": 3},
     },
     "quick": {
@@ -46,6 +47,7 @@ CONFIG: dict[str, dict[str, Any]] = {
             "matmul_block_seconds": 0.01,
         },
         "matmul": {"sizes": [64, 128], "block_seconds": 0.002},
+        "files": {"size_mb": 4, "repeats": 2},
         "compile": {"pairs": 1},
     },
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .common import SECTIONS, gpu_peak_tflops
+from .files import format_table as format_files_table
 
 __all__ = ["format_report"]
 
@@ -283,6 +284,14 @@ def format_report(results: dict) -> str:
             lines += _matmul_table(results[name])
         elif name == "loader":
             lines += ["## loader", "", *_loader_table(results[name])]
+        elif name == "files":
+            files = results[name]
+            table = (
+                "PyTorch is not installed: nothing to compare with."
+                if "missing" in files
+                else format_files_table(files)
+            )
+            lines += ["## files: reading a .pth without torch", "", table]
         elif name == "compile":
             lines += _compile_table(results[name])
         lines.append("")
@@ -294,8 +303,8 @@ def format_report(results: dict) -> str:
             "|---|---:|---:|---|",
         ]
         for t in results["targets"]:
-            sign = "≥" if t["unit"] != "s" else "≤"
-            value = f"{t['measured']:.3f} s" if t["unit"] == "s" else f"{t['measured']:.1f}{t['unit']}"
+            sign = "≥" if t.get("higher_is_better", t["unit"] != "s") else "≤"
+            value = f"{t['measured']:.3f} s" if t["unit"] == "s" else f"{t['measured']:.2f}{t['unit']}"
             lines.append(
                 f"| {t['target']} | {sign} {t['goal']}{' ' if t['unit'] == 's' else ''}{t['unit']} | "
                 f"{value} | {'yes' if t['met'] else 'no'} |"

@@ -181,7 +181,16 @@ def _targets(results: dict) -> list[dict]:
         if value is None:
             return
         met = value >= goal if higher_is_better else value <= goal
-        targets.append({"target": name, "measured": value, "goal": goal, "unit": unit, "met": met})
+        targets.append(
+            {
+                "target": name,
+                "measured": value,
+                "goal": goal,
+                "unit": unit,
+                "met": met,
+                "higher_is_better": higher_is_better,
+            }
+        )
 
     tiny = results.get("tiny")
     if tiny and tiny["torch"]:
@@ -205,6 +214,9 @@ def _targets(results: dict) -> list[dict]:
     loader = results.get("loader")
     if loader and loader.get("speedup_vs_torch") is not None:
         add("loader: epoch vs torch.utils.data.DataLoader", loader["speedup_vs_torch"], 10, "×")
+    files = results.get("files")
+    if files and "ratio" in files:
+        add("files: fm.torch_load time / torch.load(weights_only=True) time", files["ratio"], 1.5, "×", False)
     compiled = results.get("compile")
     if compiled:
         add("compile: warm-cache XLA compile (cache read)", compiled["warm"]["compile_seconds"], 0.05, "s", False)
@@ -216,7 +228,7 @@ def run_benchmarks(sections, *, quick: bool = False, torch_compile: bool = False
 
     **Arguments:**
 
-    - `sections`: some of `"tiny"`, `"wide"`, `"matmul"`, `"loader"`, `"compile"`.
+    - `sections`: some of `"tiny"`, `"wide"`, `"matmul"`, `"loader"`, `"files"`, `"compile"`.
     - `quick`: tiny sizes and three repeats, for tests and CI (seconds, not minutes).
     - `torch_compile`: also time a `torch.compile`d PyTorch model (slow to compile).
 
@@ -239,6 +251,9 @@ def run_benchmarks(sections, *, quick: bool = False, torch_compile: bool = False
         elif section == "loader":
             progress("loader: fundamentals.DataLoader and torch.utils.data.DataLoader")
             results[section] = run_worker("loader", {"quick": quick})
+        elif section == "files":
+            progress("files: reading a .pth, fm.torch_load and torch.load(weights_only=True)")
+            results[section] = run_worker("files", config["files"])
         elif section == "compile":
             results[section] = _compile_section(config["compile"])
         else:
@@ -285,7 +300,7 @@ def _check_output_path(option: str, path: str, suffix: str | None = None) -> Non
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """`fundamentals bench [tiny|wide|matmul|loader|compile|all] [--quick] [--json F] [--plot F.png] [--torch-compile]`.
+    """`fundamentals bench [tiny|wide|matmul|loader|files|compile|all] [--quick] [--json F] [--plot F.png] [--torch-compile]`.
 
     `args` are what `fundamentals.cli`'s `bench` subcommand parsed. Prints a Markdown table on
     stdout and progress on stderr. **Returns:** the exit code (0, or 2 after a one-line error
