@@ -43,8 +43,7 @@ def enable_compilation_cache(directory: str | None = None) -> str:
     """Turn on JAX's persistent compilation cache, with thresholds low enough to cache small steps.
 
     A compiled train step is then read from disk on the next run instead of compiled again
-    (about 0.3 s cold against about 0.01 s warm for the book's step on a CPU). JAX's defaults
-    skip entries that compiled in under a second, which is every step of a small model, so
+    (`fundamentals bench compile` measures both). JAX's defaults skip entries that compiled in under a second, which is every step of a small model, so
     the minimum compile time and entry size are set to zero here.
 
     **Returns:** the cache directory.
