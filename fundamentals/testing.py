@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["assert_same", "ReplaySampler", "torch_network"]
+__all__ = ["assert_same", "ReplaySampler", "torch_network", "book_toy_dataset"]
 
 
 def _numpy(value) -> np.ndarray:
@@ -98,3 +98,29 @@ def torch_network(torch, num_inputs: int, num_outputs: int, hidden: tuple[int, .
             return self.layers(x)
 
     return NeuralNetwork(num_inputs, num_outputs)
+
+
+def book_toy_dataset(base=object):
+    """The book's `ToyDataset` class (listing A.6): one example per `__getitem__`, as every reader writes it.
+
+    **Arguments:**
+
+    - `base`: its base class: `object` for `fm.DataLoader`, `torch.utils.data.Dataset` for PyTorch's.
+
+    **Returns:** the class; `ToyDataset(X, y)` keeps the arrays as they are given.
+    """
+
+    class ToyDataset(base):
+        def __init__(self, X, y):
+            self.features = X
+            self.labels = y
+
+        def __getitem__(self, index):
+            one_x = self.features[index]
+            one_y = self.labels[index]
+            return one_x, one_y
+
+        def __len__(self):
+            return self.labels.shape[0]
+
+    return ToyDataset

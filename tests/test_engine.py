@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import fundamentals as fm
+from fundamentals.testing import book_toy_dataset
 
 from .helpers import ReplaySampler
 
@@ -18,20 +19,7 @@ def classification(n=203, features=5, classes=3, seed=0):
     return X, np.minimum(y, classes - 1)
 
 
-class BookDataset:
-    """The book's listing A.6: a map-style dataset that returns one example at a time."""
-
-    def __init__(self, X, y):
-        self.features = X
-        self.labels = y
-
-    def __getitem__(self, index):
-        one_x = self.features[index]
-        one_y = self.labels[index]
-        return one_x, one_y
-
-    def __len__(self):
-        return self.labels.shape[0]
+BookDataset = book_toy_dataset()  # the book's listing A.6: one example per __getitem__
 
 
 def scaled_collate(items):

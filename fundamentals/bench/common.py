@@ -116,25 +116,6 @@ def epoch_order(num_rows: int, batch_size: int, seed: int = 123) -> list[np.ndar
     return [order[i : i + batch_size] for i in range(0, num_rows - batch_size + 1, batch_size)]
 
 
-def book_toy_dataset(base=object):
-    """The book's `ToyDataset` (listing A.6): one example per `__getitem__`, as every reader writes it."""
-
-    class ToyDataset(base):
-        def __init__(self, X, y):
-            self.features = X
-            self.labels = y
-
-        def __getitem__(self, index):
-            one_x = self.features[index]
-            one_y = self.labels[index]
-            return one_x, one_y
-
-        def __len__(self):
-            return self.labels.shape[0]
-
-    return ToyDataset
-
-
 def count_parameters(sizes: list[int]) -> int:
     return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
 

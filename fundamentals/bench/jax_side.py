@@ -28,8 +28,8 @@ from .. import (
     toy_data,
 )
 from ..cli import enable_compilation_cache
+from ..testing import book_toy_dataset
 from .common import (
-    book_toy_dataset,
     epoch_order,
     figure,
     matmul_blocks,

@@ -11,9 +11,8 @@ import statistics
 
 import numpy as np
 
-from ..testing import torch_network
+from ..testing import book_toy_dataset, torch_network
 from .common import (
-    book_toy_dataset,
     epoch_order,
     figure,
     matmul_blocks,
