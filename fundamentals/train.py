@@ -333,10 +333,16 @@ def _run_epoch(run: _Run, chunks: Iterator[_Chunk], lag: int) -> Iterator[np.nda
     pending: collections.deque = collections.deque()
     for chunk in chunks:
         pending.append(run.dispatch(chunk))
-        if len(pending) > lag:
-            yield host_copy(pending.popleft()).reshape(-1)
-    while pending:
-        yield host_copy(pending.popleft()).reshape(-1)
+        if len(pending) > lag:  # all but the newest, which keeps the device busy meanwhile
+            yield _collect(pending, len(pending) - 1)
+    if pending:
+        yield _collect(pending, len(pending))
+
+
+def _collect(pending: collections.deque, count: int) -> np.ndarray:
+    """The losses of the `count` oldest dispatched chunks, in order, as one host array."""
+    losses = [host_copy(pending.popleft()).reshape(-1) for _ in range(count)]
+    return losses[0] if count == 1 else np.concatenate(losses)
 
 
 # --- where chunks come from ----------------------------------------------------------------------
