@@ -110,6 +110,19 @@ def wide_data(num_rows: int, num_features: int, num_classes: int) -> tuple[np.nd
     return X, rng.integers(0, num_classes, size=num_rows, dtype=np.int64)
 
 
+def training_problem(cfg: dict[str, Any], kind: str):
+    """`(X, y, inputs, outputs, hidden, lr)` of a training benchmark, the same for both frameworks.
+
+    `tiny` is the book's network (2→30→20→2, SGD lr 0.5) on toy-like data; `wide` the
+    configured wide network (SGD lr 0.1) on random data.
+    """
+    if kind == "tiny":
+        X, y = toy_like_data(cfg["rows"])
+        return X, y, 2, 2, (30, 20), 0.5
+    X, y = wide_data(cfg["rows"], cfg["inputs"], cfg["outputs"])
+    return X, y, cfg["inputs"], cfg["outputs"], tuple(cfg["hidden"]), 0.1
+
+
 def epoch_order(num_rows: int, batch_size: int, seed: int = 123) -> list[np.ndarray]:
     """One shuffled epoch's batches of row indices, the last partial batch dropped."""
     order = np.random.default_rng(seed).permutation(num_rows)

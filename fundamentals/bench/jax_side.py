@@ -36,7 +36,7 @@ from .common import (
     matmul_shapes,
     time_blocks,
     toy_like_data,
-    wide_data,
+    training_problem,
 )
 
 
@@ -89,12 +89,7 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
 
     _setup()
     repeats = cfg["repeats"]
-    if kind == "tiny":
-        X, y = toy_like_data(cfg["rows"])
-        inputs, outputs, hidden, lr = 2, 2, (30, 20), 0.5
-    else:
-        X, y = wide_data(cfg["rows"], cfg["inputs"], cfg["outputs"])
-        inputs, outputs, hidden, lr = cfg["inputs"], cfg["outputs"], tuple(cfg["hidden"]), 0.1
+    X, y, inputs, outputs, hidden, lr = training_problem(cfg, kind)
     batch_size = cfg["batch_size"]
     optimizer = optax.sgd(lr)
     batches = epoch_order(len(X), batch_size)

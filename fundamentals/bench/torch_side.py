@@ -18,7 +18,7 @@ from .common import (
     matmul_blocks,
     matmul_shapes,
     time_blocks,
-    toy_like_data,
+    training_problem,
     wide_data,
 )
 
@@ -59,12 +59,7 @@ def training(cfg: dict, kind: str) -> dict:
     device = _device(torch)
     sync = _sync(torch, device)
     repeats = cfg["repeats"]
-    if kind == "tiny":
-        X, y = toy_like_data(cfg["rows"])
-        inputs, outputs, hidden, lr = 2, 2, (30, 20), 0.5
-    else:
-        X, y = wide_data(cfg["rows"], cfg["inputs"], cfg["outputs"])
-        inputs, outputs, hidden, lr = cfg["inputs"], cfg["outputs"], tuple(cfg["hidden"]), 0.1
+    X, y, inputs, outputs, hidden, lr = training_problem(cfg, kind)
     batch_size = cfg["batch_size"]
     batches = epoch_order(len(X), batch_size)
     X_cpu, y_cpu = torch.from_numpy(X), torch.from_numpy(y)
