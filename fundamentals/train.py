@@ -157,7 +157,6 @@ class TrainProgram:
         self._opt_state_def = opt_state_def
 
         def train_step(param_leaves, opt_state_leaves, X, y, step, seed):
-            self.traces += 1  # runs only while tracing
             params = jax.tree_util.tree_unflatten(params_def, param_leaves)
             opt_state = jax.tree_util.tree_unflatten(opt_state_def, opt_state_leaves)
 
@@ -186,6 +185,10 @@ class TrainProgram:
             )
             return param_leaves, opt_state_leaves, losses
 
+        def one_step(param_leaves, opt_state_leaves, X, y, step, seed):
+            self.traces += 1  # runs only while tracing: one count per compiled program
+            return train_step(param_leaves, opt_state_leaves, X, y, step, seed)
+
         def train_chunk(param_leaves, opt_state_leaves, Xs, ys, steps, seed):
             self.traces += 1
             return scan_steps(param_leaves, opt_state_leaves, Xs, ys, steps, seed)
@@ -197,7 +200,7 @@ class TrainProgram:
                 Xs, ys = (jax.lax.with_sharding_constraint(a, placement.stacked) for a in (Xs, ys))
             return scan_steps(param_leaves, opt_state_leaves, Xs, ys, steps, seed)
 
-        self.step = jax.jit(train_step, **placement.shardings("step"))
+        self.step = jax.jit(one_step, **placement.shardings("step"))
         self.chunk = jax.jit(train_chunk, **placement.shardings("chunk"))
         self.gather_chunk = jax.jit(gather_chunk, **placement.shardings("gather"))
 
@@ -217,15 +220,16 @@ class TrainProgram:
         params, static = eqx.partition(model, eqx.is_inexact_array)
         params_def = jax.tree_util.tree_structure(params)
         takes_key = _takes_key(model)
+        # The parameters' shapes too: an optimizer's state can depend on them (optax.masked by ndim).
+        shapes = tuple((np.shape(leaf), str(leaf.dtype)) for leaf in jax.tree_util.tree_leaves(params))
         try:
             parts, holders = fingerprint((static, optimizer, loss_fn))
-            key = (parts, takes_key, mesh, params_def)
-            hash(key)
-        except Exception:  # noqa: BLE001 - anything we cannot describe is simply not shared
+            key = (parts, takes_key, mesh, params_def, shapes)
+            if key in _PROGRAMS:
+                _PROGRAMS.move_to_end(key)
+                return _PROGRAMS[key][0]
+        except Exception:  # noqa: BLE001 - anything we cannot describe or compare is simply not shared
             key, holders = None, None
-        if key is not None and key in _PROGRAMS:
-            _PROGRAMS.move_to_end(key)
-            return _PROGRAMS[key][0]
         opt_state_def = jax.tree_util.tree_structure(jax.eval_shape(optimizer.init, params))
         program = cls(static, optimizer, loss_fn, takes_key, Placement(mesh), params_def, opt_state_def)
         if key is not None:
@@ -234,14 +238,24 @@ class TrainProgram:
                 _PROGRAMS.popitem(last=False)
         return program
 
+    @staticmethod
+    def clear_cache() -> None:
+        """Forget every cached program (and the objects their keys keep alive); the next `fit` compiles anew."""
+        _PROGRAMS.clear()
+
     def init(self, model) -> tuple[list, list]:
         """`(params, opt_state)` for `model`, as the flat lists of arrays the compiled functions take."""
         params = eqx.filter(model, eqx.is_inexact_array)
         return jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(self.optimizer.init(params))
 
-    def model(self, params: list):
-        """The model whose arrays are `params` (a flat list, as `init` and the compiled functions give)."""
-        return eqx.combine(jax.tree_util.tree_unflatten(self._params_def, local_copy(params)), self._static)
+    def model(self, params: list, like=None):
+        """The model whose arrays are `params` (a flat list, as `init` and the compiled functions give).
+
+        Its other fields come from `like` (the model `params` were taken from) if given, else from
+        the model this program was created for, which has the same structure.
+        """
+        static = self._static if like is None else eqx.partition(like, eqx.is_inexact_array)[1]
+        return eqx.combine(jax.tree_util.tree_unflatten(self._params_def, local_copy(params)), static)
 
     def trees(self, params: list, opt_state: list):
         """The parameters and optimizer state as pytrees, this process's copy (for checkpoints)."""
@@ -417,13 +431,21 @@ class _LabelCheck:
 
     def __init__(self, model):
         self.model = model
-        self.num_outputs = None
+        self.num_outputs: int | None = None
+        self.known = True  # False once the model's class count cannot be read: then nothing is checked
 
     def __call__(self, Xs: np.ndarray, ys: np.ndarray) -> None:
-        if self.num_outputs is None:
-            out = jax.eval_shape(eqx.nn.inference_mode(self.model), jax.ShapeDtypeStruct(Xs.shape[2:], Xs.dtype))
-            self.num_outputs = int(out.shape[-1])
-        check_labels(ys, self.num_outputs, "fit: train_loader")
+        if self.num_outputs is None and self.known:
+            # The model's output shape for one batch, evaluated abstractly (nothing runs).
+            model = eqx.nn.inference_mode(self.model)
+            kwargs = {"key": jax.random.key(0)} if _takes_key(self.model) else {}
+            try:
+                out = jax.eval_shape(lambda X: model(X, **kwargs), jax.ShapeDtypeStruct(Xs.shape[1:], Xs.dtype))
+                self.num_outputs = int(out.shape[-1])
+            except Exception:  # noqa: BLE001 - a model this cannot call abstractly still trains, unchecked
+                self.known = False
+        if self.num_outputs is not None:
+            check_labels(ys, self.num_outputs, "fit: train_loader")
 
 
 def _device_budget(device_data_bytes: int | None) -> int:
@@ -631,7 +653,7 @@ def fit(
             history["epoch_loss"].append(float(np.mean(epoch_losses)) if epoch_losses else float("nan"))
 
             if val_loader is not None:
-                accuracy = compute_accuracy(program.model(run.params), val_loader, mesh=mesh)
+                accuracy = compute_accuracy(program.model(run.params, like=model), val_loader, mesh=mesh)
                 history["val_accuracy"].append(accuracy)
                 if log is not None:
                     log(f"Epoch: {epoch + 1:03d}/{num_epochs:03d} | Val accuracy: {accuracy:.2f}")
@@ -648,7 +670,7 @@ def fit(
         reporter.close()
     history["compilations"] = len(run.programs)
     history["compiled"] = program.traces - traces_before
-    return program.model(run.params), history
+    return program.model(run.params, like=model), history
 
 
 def _nonfinite_data(loader) -> str | None:

@@ -1,7 +1,9 @@
 """One training engine: every loader's batches run as compiled scans, bit for bit the per-step path,
 and a re-run `fit` reuses what the process already compiled."""
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -260,3 +262,147 @@ def test_bad_device_data_budget_is_named():
             num_epochs=1,
             device_data_bytes=-1,
         )
+
+
+# --- what the cache of compiled programs must tell apart ---------------------------------------------
+
+SCALE = 1.0  # read by ScaledNet.__call__: a notebook changes such a global and re-runs its fit cell
+
+
+class ScaledNet(eqx.Module):
+    linear: eqx.nn.Linear
+
+    def __call__(self, x):
+        return jax.vmap(self.linear)(x) * SCALE
+
+
+def test_a_changed_global_the_model_reads_is_a_new_program():
+    global SCALE
+    X, y = classification(n=8, classes=2)
+    model = ScaledNet(eqx.nn.Linear(5, 2, key=jax.random.key(0)))
+    try:
+        SCALE = 1.0
+        _, first = fm.fit(model, optax.sgd(0.5), [(X, y)] * 2, num_epochs=1, log=None)
+        SCALE = 0.0  # logits all zero: the loss is log(2) at every step, and nothing trains
+        _, second = fm.fit(model, optax.sgd(0.5), [(X, y)] * 2, num_epochs=1, log=None)
+    finally:
+        SCALE = 1.0
+    assert first["loss"][0] != pytest.approx(np.log(2), abs=1e-3)
+    np.testing.assert_allclose(second["loss"], [np.log(2)] * 2, rtol=1e-6)
+    assert second["compiled"] >= 1
+
+
+def test_a_loss_object_changed_in_place_is_a_new_program():
+    X, y = classification(n=8)
+
+    class WeightedLoss:
+        def __init__(self, weight):
+            self.weight = weight
+
+        def __call__(self, logits, labels):
+            return self.weight * fm.cross_entropy(logits, labels)
+
+    loss = WeightedLoss(1.0)
+    model = fm.NeuralNetwork(5, 3, key=jax.random.key(0))
+    _, first = fm.fit(model, optax.sgd(0.1), [(X, y)] * 2, num_epochs=1, log=None, loss_fn=loss)
+    loss.weight = 0.0
+    _, second = fm.fit(model, optax.sgd(0.1), [(X, y)] * 2, num_epochs=1, log=None, loss_fn=loss)
+    assert first["loss"][0] > 0 and second["loss"] == [0.0, 0.0]
+
+
+def test_an_optimizer_state_that_depends_on_parameter_shapes_is_a_new_program():
+    class TwoArrays(eqx.Module):
+        a: jax.Array
+        b: jax.Array
+
+        def __call__(self, x):
+            return x[:, :2] @ self.a.reshape(2, 2) + self.b.reshape(-1)[:2]
+
+    def masked_adam():  # Adam on matrices only: the state's structure follows the parameters' ranks
+        return optax.masked(optax.adam(0.1), lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
+
+    X, y = classification(n=8, classes=2)
+    for model in (TwoArrays(jnp.ones((2, 2)), jnp.ones((1, 2))), TwoArrays(jnp.ones((4,)), jnp.ones((2,)))):
+        _, history = fm.fit(model, masked_adam(), [(X, y)], num_epochs=1, log=None)
+        assert history["loss"][0] == pytest.approx(float(fm.cross_entropy(model(X), y)), rel=1e-6)
+
+
+def test_weak_and_strong_constants_are_told_apart():
+    from fundamentals._fingerprint import fingerprint
+
+    weak, strong = jnp.asarray(1.1), jnp.asarray(1.1, dtype=jnp.float32)
+    assert weak.weak_type and not strong.weak_type
+    assert fingerprint(weak)[0] != fingerprint(strong)[0]
+    assert fingerprint(jnp.asarray(1.1))[0] == fingerprint(weak)[0]
+
+
+def test_compiled_counts_what_xla_compiled():
+    X, y = classification(n=40, features=6)  # shapes no other test uses: everything compiles here
+    compiles = []
+
+    def on_duration(event, seconds, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    try:
+        loader = fm.DataLoader(BookDataset(X, y), batch_size=8)  # 5 batches: one chunk of 5
+        _, history = fm.fit(
+            fm.NeuralNetwork(6, 3, key=jax.random.key(0), hidden=(9, 4)), optax.sgd(0.1), loader, num_epochs=2, log=None
+        )
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_duration)
+    assert history["compilations"] == history["compiled"] == 1
+    assert len(compiles) >= history["compiled"]
+
+
+def test_models_that_take_only_batches_or_need_a_key_train_and_are_label_checked():
+    class BatchOnly(eqx.Module):
+        linear: eqx.nn.Linear
+
+        def __call__(self, x):
+            assert x.ndim == 2, f"expects a batch, got {x.shape}"
+            return jax.vmap(self.linear)(x)
+
+    class NeedsKey(eqx.Module):
+        linear: eqx.nn.Linear
+        dropout: eqx.nn.Dropout
+
+        def __call__(self, x, *, key):
+            return self.dropout(jax.vmap(self.linear)(x), key=key)
+
+    X, y = classification(n=8, classes=2)
+    for model in (
+        BatchOnly(eqx.nn.Linear(5, 2, key=jax.random.key(0))),
+        NeedsKey(eqx.nn.Linear(5, 2, key=jax.random.key(0)), eqx.nn.Dropout(0.1)),
+    ):
+        _, history = fm.fit(model, optax.sgd(0.1), [(X, y)], num_epochs=1, log=None)
+        assert np.isfinite(history["loss"][0])
+        with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 2\)"):
+            fm.fit(model, optax.sgd(0.1), [(X, y + 2)], num_epochs=1, log=None)
+
+
+def test_clear_cache_lets_go_of_what_a_program_closed_over():
+    import gc
+    import weakref
+
+    X, y = classification(n=8)
+
+    class Big:  # stands for a large object a loss closes over
+        pass
+
+    big = Big()
+    ref = weakref.ref(big)
+
+    def loss(logits, labels, big=big):
+        return fm.cross_entropy(logits, labels)
+
+    fm.fit(
+        fm.NeuralNetwork(5, 3, key=jax.random.key(0)), optax.sgd(0.1), [(X, y)], num_epochs=1, log=None, loss_fn=loss
+    )
+    del big, loss
+    gc.collect()
+    assert ref() is not None  # kept by the cached program's key
+    fm.TrainProgram.clear_cache()
+    gc.collect()
+    assert ref() is None
