@@ -279,7 +279,12 @@ def init_distributed(
         "init_distributed: heartbeat_timeout_seconds", heartbeat_timeout_seconds, 1, unit="seconds"
     )
     if local_device_ids is not None:
-        if isinstance(local_device_ids, (str, bytes)) or not all(_is_int(i) and i >= 0 for i in local_device_ids):
+        if (
+            not isinstance(local_device_ids, Sequence)
+            or isinstance(local_device_ids, (str, bytes))
+            or not local_device_ids
+            or not all(_is_int(i) and i >= 0 for i in local_device_ids)
+        ):
             raise TypeError(
                 f"init_distributed: local_device_ids must be a sequence of device numbers, got {local_device_ids!r}"
             )
@@ -513,7 +518,9 @@ def launch(
         raise ValueError(f"launch: port must be an int in 1..65535 or None, got {port!r}")
     heartbeat_timeout_seconds = check_int("launch: heartbeat_timeout_seconds", heartbeat_timeout_seconds, 1)
     initialization_timeout = check_int("launch: initialization_timeout", initialization_timeout, 1)
-    if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(env).items()):
+    if env is not None and (
+        not isinstance(env, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+    ):
         raise TypeError(f"launch: env must map str to str, got {env!r}")
     payload = _pickle_payload(fn, args)
     port = _free_port() if port is None else int(port)

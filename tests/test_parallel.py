@@ -294,3 +294,15 @@ def test_launched_processes_exit_when_the_parent_dies(tmp_path):
         for pid in pids:
             if _is_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("bad", [0, [], "01", [0, -1]])
+def test_init_distributed_names_bad_local_device_ids(bad):
+    with pytest.raises(TypeError, match="local_device_ids must be a sequence of device numbers"):
+        fm.init_distributed(local_device_ids=bad)
+
+
+@pytest.mark.parametrize("bad", ["x", [("A", "1")], {"A": 1}])
+def test_launch_names_a_bad_env(bad):
+    with pytest.raises(TypeError, match="env must map str to str"):
+        fm.launch(workers.sleep_forever, 1, env=bad)

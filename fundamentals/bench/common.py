@@ -14,6 +14,9 @@ import numpy as np
 
 SECTIONS = ("tiny", "wide", "matmul", "loader", "files", "compile")
 
+# A worker that runs longer than this has hung: it is stopped, and the benchmark says which.
+WORKER_TIMEOUT = 1800
+
 # Sizes of every section, full and --quick (tiny sizes and few repeats, for tests and CI).
 CONFIG: dict[str, dict[str, Any]] = {
     "full": {
@@ -184,12 +187,16 @@ def run_worker(name: str, config: dict) -> dict:
     env = dict(os.environ)
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    completed = subprocess.run(
-        [sys.executable, "-m", "fundamentals.bench", "--worker", name, json.dumps(config)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "fundamentals.bench", "--worker", name, json.dumps(config)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=WORKER_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"the {name} benchmark process ran past {WORKER_TIMEOUT} s and was stopped") from None
     lines = completed.stdout.strip().splitlines()
     if completed.returncode != 0 or not lines:
         detail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
