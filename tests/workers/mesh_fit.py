@@ -10,7 +10,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-import fundamentals as fm  # noqa: E402
+import fundamentals as fm
+from fundamentals.testing import book_toy_dataset  # noqa: E402
 
 
 def main() -> None:
@@ -19,43 +20,23 @@ def main() -> None:
     y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
     mesh = fm.data_mesh()
     report = {"devices": len(jax.devices()), "mesh": int(mesh.size), "runs": {}}
+
+    def run(name, dataset, m, fused=None):
+        loader = fm.DataLoader(dataset, batch_size=16, shuffle=True, drop_last=True, seed=1)
+        model = fm.NeuralNetwork(5, 3, key=jax.random.key(0))
+        model, history = fm.fit(
+            model, optax.sgd(0.1, momentum=0.9), loader, num_epochs=2, log=None, mesh=m, fused=fused
+        )
+        report["runs"][name] = {
+            "loss": history["loss"],
+            "params": {k: v.tolist() for k, v in fm.state_dict(model).items()},
+        }
+
     for fused in (True, False):
         for name, m in (("single", None), ("mesh", mesh)):
-            loader = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=16, shuffle=True, drop_last=True, seed=1)
-            model, history = fm.fit(
-                fm.NeuralNetwork(5, 3, key=jax.random.key(0)),
-                optax.sgd(0.1, momentum=0.9),
-                loader,
-                num_epochs=2,
-                log=None,
-                mesh=m,
-                fused=fused,
-            )
-            report["runs"][f"{name}-{'fused' if fused else 'step'}"] = {
-                "loss": history["loss"],
-                "params": {k: v.tolist() for k, v in fm.state_dict(model).items()},
-            }
-
-    class BookDataset:  # one example at a time: its batches reach the mesh as host chunks
-        def __len__(self):
-            return len(X)
-
-        def __getitem__(self, index):
-            return X[index], y[index]
-
-    loader = fm.DataLoader(BookDataset(), batch_size=16, shuffle=True, drop_last=True, seed=1)
-    model, history = fm.fit(
-        fm.NeuralNetwork(5, 3, key=jax.random.key(0)),
-        optax.sgd(0.1, momentum=0.9),
-        loader,
-        num_epochs=2,
-        log=None,
-        mesh=mesh,
-    )
-    report["runs"]["mesh-book-fused"] = {
-        "loss": history["loss"],
-        "params": {k: v.tolist() for k, v in fm.state_dict(model).items()},
-    }
+            run(f"{name}-{'fused' if fused else 'step'}", fm.ArrayDataset(X, y), m, fused)
+    # the book's class, one example at a time: its batches reach the mesh as host chunks
+    run("mesh-book-fused", book_toy_dataset()(X, y), mesh)
     try:
         fm.fit(
             fm.NeuralNetwork(5, 3, key=jax.random.key(0)),
