@@ -18,7 +18,7 @@ from .autograd import (
     plot_computation_graph,
 )
 from .checkpoint import CheckpointError, load_model, save_model
-from .data import ArrayDataset, DataLoader, Dataset, ToyDataset, default_collate
+from .data import ArrayDataset, DataLoader, Dataset, DevicePlan, ToyDataset, default_collate
 from .datasets import toy_data
 from .launch import init_distributed, launch
 from .losses import binary_cross_entropy, check_labels, cross_entropy
@@ -57,6 +57,7 @@ __all__ = [
     "CheckpointError",
     "ComputationGraph",
     "DataLoader",
+    "DevicePlan",
     "Dataset",
     "DistributedSampler",
     "GraphLayout",

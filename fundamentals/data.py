@@ -39,7 +39,8 @@ import itertools
 import multiprocessing
 import multiprocessing.context
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -55,6 +56,7 @@ __all__ = [
     "ToyDataset",
     "default_collate",
     "DataLoader",
+    "DevicePlan",
 ]
 
 
@@ -113,6 +115,25 @@ class ArrayDataset:
             raise ValueError(f"ArrayDataset: arrays must have the same length along the first axis, got {shapes}")
         self.arrays: tuple[np.ndarray, ...] = tuple(converted)
 
+    def __init_subclass__(cls, **kwargs):
+        # A subclass that defines its own items no longer promises that they are rows of `arrays`
+        # (unless it says so with a `batch_arrays` of its own); one that only adds fields keeps it.
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if ("__getitem__" in own or "__getitems__" in own) and "batch_arrays" not in own:
+            cls.batch_arrays = _no_batch_arrays  # type: ignore[method-assign]
+
+    def batch_arrays(self) -> tuple[np.ndarray, ...] | None:
+        """The arrays whose rows are this dataset's items, or None.
+
+        The promise behind `DataLoader`'s one-gather batches and `fit`'s on-device epochs: the
+        batch of `indices` is `tuple(a[indices] for a in arrays)`. `ArrayDataset` and any
+        subclass that only adds fields or methods return `self.arrays`; a subclass that defines
+        its own `__getitem__` (or `__getitems__`) returns None, so its items are fetched one by
+        one through its own code, as PyTorch would.
+        """
+        return self.arrays
+
     def __len__(self) -> int:
         return int(self.arrays[0].shape[0])
 
@@ -156,7 +177,31 @@ class ArrayDataset:
         return f"ArrayDataset({shapes})"
 
 
+def _no_batch_arrays(self) -> None:
+    return None
+
+
 ToyDataset = ArrayDataset
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """What a loader's epochs are, in terms a compiled program can run on the device.
+
+    Batch `k` of an epoch is `tuple(a[indices_k] for a in arrays)`, with the `indices_k` that
+    `epochs()` yields for that epoch in order. `fit` puts `arrays` on the device once and sends
+    only the indices of each epoch; `DataLoader` builds its own batches from the same plan, so
+    both give the same batches by construction.
+
+    **Fields:**
+
+    - `arrays`: the dataset's arrays, the features first and the labels second.
+    - `epochs`: called once per epoch (advancing the loader's shuffle exactly as `iter(loader)`
+      does), it returns that epoch's batches of indices: 1-D integer arrays.
+    """
+
+    arrays: tuple[np.ndarray, ...]
+    epochs: Callable[[], Iterable[np.ndarray]]
 
 
 def default_collate(batch: list):
@@ -231,22 +276,6 @@ def default_collate(batch: list):
 def _fetch_items(dataset, indices: np.ndarray, collate_fn):
     # PyTorch's map-style fetcher: one dataset[i] per index, then collate.
     return collate_fn([dataset[int(i)] for i in indices])
-
-
-def reads_arrays(loader) -> bool:
-    """Whether `loader`'s batches are plain gathers of an `ArrayDataset`'s arrays.
-
-    True for a `DataLoader` over an `ArrayDataset` (not a subclass that changes
-    `__getitem__`) without `collate_fn`: then a batch is `tuple(a[indices] for a in
-    dataset.arrays)`, which is what lets `fit` gather whole epochs itself.
-    """
-    return (
-        isinstance(loader, DataLoader)
-        and type(loader).__iter__ is DataLoader.__iter__
-        and loader.collate_fn is None
-        and isinstance(loader.dataset, ArrayDataset)
-        and type(loader.dataset).__getitem__ is ArrayDataset.__getitem__
-    )
 
 
 def _json_state(state):
@@ -507,9 +536,33 @@ class DataLoader:
         stop = (len(order) // size) * size if self.drop_last else len(order)
         return [order[start : min(start + size, stop)] for start in range(0, stop, size)]
 
+    def __init_subclass__(cls, **kwargs):
+        # A loader that makes its own epochs (its own __iter__) has no plan unless it states one.
+        super().__init_subclass__(**kwargs)
+        if "__iter__" in vars(cls) and "device_plan" not in vars(cls):
+            cls.device_plan = _no_device_plan  # type: ignore[method-assign]
+
+    def _batch_arrays(self) -> tuple[np.ndarray, ...] | None:
+        if self.collate_fn is not None:  # a collate_fn is called as given, on the items
+            return None
+        batch_arrays = getattr(self.dataset, "batch_arrays", None)
+        return batch_arrays() if callable(batch_arrays) else None
+
+    def device_plan(self) -> DevicePlan | None:
+        """This loader's epochs as a `DevicePlan` (arrays and index orders), or None.
+
+        A plan exists when every batch is a gather of the dataset's arrays: an `ArrayDataset`
+        (or a subclass that keeps its items) without a `collate_fn`. Iterating the loader then
+        gathers batches from the same plan, so a training loop that runs the plan on the device
+        (as `fit` does) sees exactly the batches iteration gives.
+        """
+        arrays = self._batch_arrays()
+        return None if arrays is None else DevicePlan(arrays, self.epoch_indices)
+
     def _fetcher(self) -> Callable[[np.ndarray], Any]:
-        if reads_arrays(self):
-            return self.dataset.__getitem__
+        arrays = self._batch_arrays()
+        if arrays is not None:
+            return lambda indices: tuple(array[indices] for array in arrays)
         dataset, collate = self.dataset, self.collate_fn or default_collate
         return lambda indices: _fetch_items(dataset, indices, collate)
 
@@ -581,6 +634,10 @@ class DataLoader:
             f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
             f"drop_last={self.drop_last}, num_workers={self.num_workers})"
         )
+
+
+def _no_device_plan(self) -> None:
+    return None
 
 
 class _SerialIterator:

@@ -66,7 +66,6 @@ with (
 from ._checks import check_int
 from ._fingerprint import fingerprint
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import reads_arrays
 from .losses import check_labels, cross_entropy
 from .sharding import Placement, host_copy, local_copy
 
@@ -366,9 +365,9 @@ def _chunk_limit(batch_bytes: int) -> int:
     return max(1, min(MAX_CHUNK_STEPS, CHUNK_BYTES // max(1, batch_bytes)))
 
 
-def _index_chunks(loader, data, row_bytes: int, placement) -> Iterator[_Chunk]:
+def _index_chunks(plan, data, row_bytes: int, placement) -> Iterator[_Chunk]:
     """An epoch of a loader over device-resident arrays: each chunk is only its index order."""
-    batches = loader.epoch_indices()
+    batches = list(plan.epochs())
     # Vectorised over batches: a Python loop per batch costs a third of a fused tiny step.
     sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
     edges = [0, *(np.flatnonzero(np.diff(sizes)) + 1).tolist(), len(batches)]
@@ -461,7 +460,8 @@ def _device_budget(device_data_bytes: int | None) -> int:
 def _batch_source(loader, model, placement, fused: bool, device_data_bytes: int | None, check_labels_too: bool):
     """A function of no arguments giving one epoch's chunks, and a description of the path."""
     check = _LabelCheck(model) if check_labels_too else None
-    arrays: tuple[np.ndarray, ...] = loader.dataset.arrays if reads_arrays(loader) else ()
+    plan = loader.device_plan() if callable(getattr(loader, "device_plan", None)) else None
+    arrays: tuple[np.ndarray, ...] = plan.arrays if plan is not None else ()
     if (
         fused
         and len(arrays) >= 2
@@ -472,7 +472,7 @@ def _batch_source(loader, model, placement, fused: bool, device_data_bytes: int 
             check(arrays[0][None], arrays[1])
         data = placement.put_data(tuple(arrays[:2]))
         row_bytes = sum(a[0].nbytes for a in arrays[:2])
-        return lambda: _index_chunks(loader, data, row_bytes, placement)
+        return lambda: _index_chunks(plan, data, row_bytes, placement)
     max_steps = MAX_CHUNK_STEPS if fused else 1
     return lambda: _host_chunks(loader, placement, max_steps, check)
 

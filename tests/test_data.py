@@ -655,3 +655,38 @@ def test_bench_loader_quick_returns_positive_numbers():
         assert result[f"{key}_batches_per_s"] > 0
     assert result["speedup_vs_torch"] > 0 and result["ours_over_floor"] > 0
     assert result["num_batches"] == -(-result["num_samples"] // result["batch_size"])
+
+
+def test_device_plan_follows_what_an_item_is():
+    """A subclass that only adds fields keeps the one-gather plan; one with its own __getitem__ has none."""
+    X, y = np.arange(12, dtype=np.float32).reshape(6, 2), np.arange(6)
+
+    class Tagged(fm.ArrayDataset):
+        note = "extra"
+
+        def __init__(self, X, y):
+            super().__init__(X, y)
+            self.extra = 1
+
+    class Doubled(fm.ArrayDataset):
+        def __getitem__(self, index):
+            features, label = super().__getitem__(index)
+            return features * 2, label
+
+    class Reordered(fm.DataLoader):
+        def __iter__(self):
+            return reversed(list(super().__iter__()))
+
+    plan = fm.DataLoader(Tagged(X, y), batch_size=4, shuffle=True, seed=0).device_plan()
+    assert plan is not None and plan.arrays[0] is X
+    # The plan's gathers are what iteration gives, epoch after epoch (the truth: X[i], y[i] by hand).
+    planned = fm.DataLoader(Tagged(X, y), batch_size=4, shuffle=True, seed=0).device_plan()
+    twin = fm.DataLoader(Tagged(X, y), batch_size=4, shuffle=True, seed=0)
+    for _ in range(2):
+        for indices, (features, labels) in zip(planned.epochs(), twin, strict=True):
+            np.testing.assert_array_equal(features, X[indices])
+            np.testing.assert_array_equal(labels, y[indices])
+    assert fm.DataLoader(Doubled(X, y), batch_size=2).device_plan() is None
+    np.testing.assert_array_equal(next(iter(fm.DataLoader(Doubled(X, y), batch_size=2)))[0], X[:2] * 2)
+    assert fm.DataLoader(fm.ArrayDataset(X, y), batch_size=2, collate_fn=fm.default_collate).device_plan() is None
+    assert Reordered(fm.ArrayDataset(X, y), batch_size=2).device_plan() is None
