@@ -121,7 +121,7 @@ class ArrayDataset:
         super().__init_subclass__(**kwargs)
         own = vars(cls)
         if ("__getitem__" in own or "__getitems__" in own) and "batch_arrays" not in own:
-            cls.batch_arrays = _no_batch_arrays  # type: ignore[method-assign]
+            cls.batch_arrays = _no_batch_arrays
 
     def batch_arrays(self) -> tuple[np.ndarray, ...] | None:
         """The arrays whose rows are this dataset's items, or None.
@@ -540,7 +540,7 @@ class DataLoader:
         # A loader that makes its own epochs (its own __iter__) has no plan unless it states one.
         super().__init_subclass__(**kwargs)
         if "__iter__" in vars(cls) and "device_plan" not in vars(cls):
-            cls.device_plan = _no_device_plan  # type: ignore[method-assign]
+            cls.device_plan = _no_device_plan
 
     def _batch_arrays(self) -> tuple[np.ndarray, ...] | None:
         if self.collate_fn is not None:  # a collate_fn is called as given, on the items
