@@ -44,6 +44,7 @@ from .torchfile import TorchFileError, UnsafeFileError, torch_load, torch_save
 from .train import (
     TrainingDivergedError,
     TrainProgram,
+    TrainState,
     compute_accuracy,
     fit,
     predict,
@@ -67,6 +68,7 @@ __all__ = [
     "TorchFileError",
     "ToyDataset",
     "TrainProgram",
+    "TrainState",
     "TrainingDivergedError",
     "UnsafeFileError",
     "batch_sharding",

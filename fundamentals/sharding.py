@@ -388,12 +388,3 @@ class Placement:
         if self.mesh is None:
             return jax.device_put(arrays)
         return jax.device_put(arrays, self.replicated)
-
-    def shardings(self, kind: str) -> dict:
-        """`jax.jit`'s in and out shardings for the compiled `"step"`, `"chunk"` or `"gather"` call."""
-        if self.mesh is None:
-            return {}
-        rep = self.replicated
-        data = {"step": self.batch, "chunk": self.stacked, "gather": rep}[kind]
-        index = self.stacked if kind == "gather" else data
-        return {"in_shardings": (rep, rep, data, index, rep, rep), "out_shardings": (rep, rep, rep)}

@@ -29,3 +29,44 @@ def torch_book_training(torch, X_train, y_train, num_epochs=3, lr=0.5, momentum=
             order.extend(index.tolist())
         orders.append(order)
     return initial, orders, losses, network
+
+
+def cross_entropy_by_hand(logits, labels) -> float:
+    """Mean softmax cross-entropy in float64 NumPy, written out: log-sum-exp minus the label's logit."""
+    import numpy as np
+
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=-1))
+    return float(np.mean(log_norm - z[np.arange(len(z)), np.asarray(labels)]))
+
+
+def plain_jax_training(model, optimizer, batches, loss=None):
+    """A hand-written training loop in plain JAX: one `jax.jit` step a batch, Optax's own loss.
+
+    The independent truth for `fit`: no chunks, no cache, no `TrainState`. Returns the trained
+    model and every step's loss.
+    """
+    import equinox as eqx
+    import jax
+    import numpy as np
+    import optax
+
+    def default_loss(logits, labels):
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    loss = loss or default_loss
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+
+    @jax.jit
+    def step(params, opt_state, X, y):
+        value, grads = jax.value_and_grad(lambda p: loss(eqx.combine(p, static)(X), y))(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    opt_state = optimizer.init(params)
+    losses = []
+    for X, y, *_ in batches:
+        params, opt_state, value = step(params, opt_state, np.asarray(X), np.asarray(y))
+        losses.append(float(value))
+    return eqx.combine(params, static), losses

@@ -318,19 +318,6 @@ def test_epoch_loss_is_the_mean_of_each_epochs_step_losses():
         assert value == pytest.approx(float(np.mean(history["loss"][epoch * steps : (epoch + 1) * steps])), rel=1e-12)
 
 
-def test_dropout_key_is_fold_in_of_the_seed_and_the_step():
-    # With lr 0 the weights never change and every step sees the same batch: only the dropout
-    # mask changes from step to step, and it must be the one drawn with fold_in(key(seed), step).
-    X, y = random_classification(n=8)
-    model = fm.NeuralNetwork(5, 3, key=jax.random.key(0), dropout=0.5)
-    _, history = fm.fit(model, optax.sgd(0.0), [(X, y)] * 4, num_epochs=1, log=None, seed=9)
-    expected = [
-        float(fm.cross_entropy(model(X, key=jax.random.fold_in(jax.random.key(9), step)), y)) for step in range(4)
-    ]
-    np.testing.assert_allclose(history["loss"], expected, rtol=1e-6)
-    assert len(set(history["loss"])) == 4
-
-
 def test_resuming_with_an_optimizer_of_other_shapes_is_refused(tmp_path):
     X, y = random_classification(n=16)
     path = str(tmp_path / "run.ckpt")

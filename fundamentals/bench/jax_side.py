@@ -129,34 +129,32 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
     # The compiled step and scan alone, on batches gathered beforehand: fit() minus its loop.
     model = new_model()
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    steps = TrainProgram.create(model, optimizer)
-    param_leaves, opt_leaves = steps.init(model)
+    program = TrainProgram.create(model, optimizer)
+    initial = program.init(model)
     step_batches = [(X[i], y[i]) for i in batches]
     Xs, ys = X[np.stack(batches)], y[np.stack(batches)]
-    step_ids = np.arange(steps_per_epoch, dtype=np.int32)
-    seed = np.uint32(0)
 
     def raw_steps():
-        p, o = param_leaves, opt_leaves
-        for i, (features, labels) in enumerate(step_batches):
-            p, o, loss = steps.step(p, o, features, labels, step_ids[i], seed)
-        jax.block_until_ready((p, loss))
+        state = initial
+        for batch in step_batches:
+            state, loss = program.step(state, batch)
+        jax.block_until_ready((state, loss))
 
     def raw_scan():
-        jax.block_until_ready(steps.chunk(param_leaves, opt_leaves, Xs, ys, step_ids, seed))
+        jax.block_until_ready(program.chunk(initial, (Xs, ys)))
 
     figures["jit_step" + suffix] = figure(
         "jitted step alone, pre-made batches" + note, time_blocks(raw_steps, repeats), per=steps_per_epoch
     )
     if kind == "tiny" and not sync_dispatch:
         # The same arguments and results as the step, and no math: what one jax.jit call costs here.
-        floor = jax.jit(lambda p, o, features, labels, step, seed: ([x + 1 for x in p], o, features[0, 0]))
+        floor = jax.jit(lambda state, batch: (state._replace(params=[x + 1 for x in state.params]), batch[0][0, 0]))
 
         def floor_calls():
-            p, o = param_leaves, opt_leaves
-            for i, (features, labels) in enumerate(step_batches):
-                p, o, loss = floor(p, o, features, labels, step_ids[i], seed)
-            jax.block_until_ready((p, loss))
+            state = initial
+            for batch in step_batches:
+                state, loss = floor(state, batch)
+            jax.block_until_ready((state, loss))
 
         figures["jit_floor"] = figure(
             "jax.jit call floor: the step's arguments and results, no math",

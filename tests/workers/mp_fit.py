@@ -38,3 +38,49 @@ def train(rank, num_epochs, fused):
         "val_accuracy": history["val_accuracy"],
         "params": {k: v.tolist() for k, v in fm.state_dict(model).items()},
     }
+
+
+def train_preempted(rank, mode, checkpoint):
+    """A 2-process run; with mode "interrupt", rank 1 gets SIGTERM as its sampler starts epoch 2.
+
+    Items take a few milliseconds to load (the book's Dataset class, with a pause), so that the
+    run lasts long enough for the processes to agree on where to stop.
+    """
+    import os
+    import signal
+    import time
+
+    class Slow:
+        def __init__(self, X, y):
+            self.X, self.y = X, y
+
+        def __getitem__(self, index):
+            time.sleep(0.004)
+            return self.X[index], self.y[index]
+
+        def __len__(self):
+            return len(self.y)
+
+    class Signalling(fm.DistributedSampler):
+        def __iter__(self):
+            if mode == "interrupt" and rank == 1 and self.epoch == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().__iter__()
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 3)).astype(np.float32)
+    y = (X[:, 0] - X[:, 2] > 0).astype(np.int64)
+    dataset = Slow(X, y)
+    loader = fm.DataLoader(dataset, batch_size=4, sampler=Signalling(dataset, shuffle=True, seed=5), drop_last=True)
+    model, history = fm.fit(
+        fm.NeuralNetwork(3, 2, key=jax.random.key(1)),
+        optax.sgd(0.05, momentum=0.9),
+        loader,
+        num_epochs=4,
+        mesh=fm.data_mesh(),
+        fused=False,
+        checkpoint=None if mode == "straight" else checkpoint,
+        resume=mode == "resume",
+        log=None,
+    )
+    return {"loss": history["loss"], "params": {k: v.tolist() for k, v in fm.state_dict(model).items()}}

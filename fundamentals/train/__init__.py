@@ -1,0 +1,23 @@
+"""The training engine (appendix A.7): `fit`, the compiled program it runs, evaluation and prediction.
+
+- `program.py`: `TrainState` and `TrainProgram`, the compiled step and its scans;
+- `cache.py`: compiled programs, cached by the program JAX traced;
+- `chunks.py`: where an epoch's chunks come from (host stacks, device gathers);
+- `fit.py`: the loop, its log lines, checkpoints and resume;
+- `evaluate.py`: `compute_accuracy`, `predict`, `predict_proba`.
+"""
+
+from .evaluate import compute_accuracy, predict, predict_proba
+from .fit import TrainingDivergedError, fit, format_step_log
+from .program import TrainProgram, TrainState
+
+__all__ = [
+    "fit",
+    "compute_accuracy",
+    "predict",
+    "predict_proba",
+    "TrainProgram",
+    "TrainState",
+    "TrainingDivergedError",
+    "format_step_log",
+]
