@@ -23,6 +23,7 @@ from .datasets import toy_data
 from .launch import init_distributed, launch
 from .losses import binary_cross_entropy, check_labels, cross_entropy
 from .nn import NeuralNetwork, ReLU, count_parameters, load_state_dict, state_dict
+from .plotting import plot_history
 from .samplers import DistributedSampler, SamplerIndexError
 from .sharding import (
     batch_sharding,
@@ -42,6 +43,9 @@ from .tensors import (
 )
 from .torchfile import TorchFileError, UnsafeFileError, torch_load, torch_save
 from .train import (
+    BestCheckpoint,
+    Callback,
+    EarlyStopping,
     TrainingDivergedError,
     TrainProgram,
     TrainState,
@@ -54,6 +58,10 @@ from .train import (
 __version__ = _version()
 
 __all__ = [
+    "BestCheckpoint",
+    "Callback",
+    "EarlyStopping",
+    "plot_history",
     "ArrayDataset",
     "CheckpointError",
     "ComputationGraph",

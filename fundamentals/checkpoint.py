@@ -99,7 +99,7 @@ def _model_arrays(model) -> dict[str, np.ndarray]:
 
 
 def _model_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: v for k, v in tensors.items() if not k.startswith(("optimizer.", "history."))}
+    return {k: v for k, v in tensors.items() if not k.startswith(("optimizer.", "history.", "extra."))}
 
 
 def _checked_architecture(path, text: str, tensors: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -309,9 +309,12 @@ def _optimizer_signature(opt_state) -> dict[str, Any]:
 
 def _history_arrays(history: dict) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Split a history into per-step number lists, stored as arrays, and the rest, kept in the JSON header."""
-    arrays, rest = {}, {}
+    arrays: dict[str, np.ndarray] = {}
+    rest: dict[str, Any] = {}
     for name, value in history.items():
-        if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            arrays[f"history.{name}"] = np.asarray(value, dtype=np.int64)  # steps: they come back as ints
+        elif isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             values = np.asarray(value, dtype=np.float64)
             narrow = values.astype(np.float32)  # losses are float32 values: half the bytes, exactly
             exact = np.array_equal(narrow.astype(np.float64), values, equal_nan=True)
@@ -321,7 +324,9 @@ def _history_arrays(history: dict) -> tuple[dict[str, np.ndarray], dict[str, Any
     return arrays, rest
 
 
-def save_checkpoint(path: str | os.PathLike, *, params, opt_state, metadata: dict[str, Any]) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, *, params, opt_state, metadata: dict[str, Any], arrays: dict[str, Any] | None = None
+) -> Path:
     """Write a training checkpoint atomically: parameters, optimizer state, history and JSON metadata.
 
     **Arguments:**
@@ -335,12 +340,16 @@ def save_checkpoint(path: str | os.PathLike, *, params, opt_state, metadata: dic
     - `metadata`: epoch, step, loader RNG state, seed and `history` (JSON-serialisable). The
       history's lists of numbers (every step's loss) are stored as arrays `history.loss`,
       ..., so the header stays small however long the run.
+    - `arrays`: other arrays of the run (a model's state, callbacks' arrays), by name; stored
+      as `extra.NAME` and given back by `load_checkpoint` in `metadata["arrays"]`.
 
     **Returns:** the path written.
     """
     tensors = state_dict(params)
     for i, leaf in enumerate(jax.tree_util.tree_leaves(opt_state)):
         tensors[f"optimizer.{i}"] = np.asarray(leaf)
+    for name, value in (arrays or {}).items():
+        tensors[f"extra.{name}"] = np.asarray(value)
     state = dict(metadata)
     if isinstance(state.get("history"), dict):
         history_arrays, state["history"] = _history_arrays(state["history"])
@@ -467,4 +476,5 @@ def load_checkpoint(path: str | os.PathLike, *, params, opt_state) -> tuple[Any,
             )
         new_leaves.append(jnp.asarray(value, dtype=jnp.asarray(leaf).dtype))
     metadata = _checked_state(path, header, tensors)
+    metadata["arrays"] = {key[len("extra.") :]: value for key, value in tensors.items() if key.startswith("extra.")}
     return new_params, jax.tree_util.tree_unflatten(treedef, new_leaves), metadata

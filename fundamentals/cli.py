@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import re
 import sys
@@ -11,12 +10,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
-import numpy as np
 import optax
 
 from . import _limits
 from . import checkpoint as checkpoint_module
-from ._files import atomic_write_bytes, check_output_path
+from ._files import check_output_path
 from ._startup import restore_default_handler
 from .bench import SECTIONS
 from .bench.runner import run_command
@@ -346,35 +344,23 @@ def _train(rank: int, args: argparse.Namespace) -> int:
         saved = checkpoint_module.save_model(model, args.out)
         print(f"Saved model to {saved}")
         if args.plot:
-            _plot_loss(history["loss"], len(train_loader), args.plot, title=f"{split.name}: training loss")
+            _plot_loss(history, args.plot, title=f"{split.name}: training run")
             print(f"Saved loss curve to {args.plot}")
     return 0
 
 
-def _plot_loss(losses, steps_per_epoch: int, path: str, title: str) -> None:
+def _plot_loss(history: dict, path: str, title: str) -> None:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
     except ImportError:
         raise CLIError("--plot needs matplotlib: pip install matplotlib") from None
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    steps = np.arange(1, len(losses) + 1)
-    axis.plot(steps, losses, lw=1, label="per step")
-    if steps_per_epoch > 1 and len(losses) >= steps_per_epoch:
-        epochs = len(losses) // steps_per_epoch
-        means = np.asarray(losses[: epochs * steps_per_epoch]).reshape(epochs, steps_per_epoch).mean(axis=1)
-        axis.plot(np.arange(1, epochs + 1) * steps_per_epoch, means, "o-", label="epoch mean")
-    axis.set_xlabel("step")
-    axis.set_ylabel("cross-entropy loss")
-    axis.set_title(title)
-    axis.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()  # rendered in memory, then written like every other output: atomically
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    import matplotlib.pyplot as plt
+
+    from .plotting import plot_history
+
+    plt.close(plot_history(history, path, title=title))
 
 
 def _run_convert(args: argparse.Namespace) -> int:

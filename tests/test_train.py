@@ -222,8 +222,8 @@ def test_bad_arguments():
     ):
         with pytest.raises(TypeError, match=rf"\(features, labels, \.\.\.\) tuple, got a {named}"):
             fm.fit(model, optax.sgd(0.1), [batch], num_epochs=1, log=None)
-    with pytest.raises(TypeError, match="must have a length"):
-        fm.fit(model, optax.sgd(0.1), iter([(X, y)]), num_epochs=1, log=None)
+    with pytest.raises(TypeError, match="train_loader must be iterable"):
+        fm.fit(model, optax.sgd(0.1), 42, num_epochs=1, log=None)
 
 
 @pytest.mark.parametrize("fused", [True, False])

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from ..losses import check_labels
-from .program import TrainProgram, TrainState, _takes_key
+from .program import TrainProgram, TrainState, _takes_key, split_model
 
 __all__ = ["HostChunk", "IndexChunk", "chunk_source", "CHUNK_BYTES", "MAX_CHUNK_STEPS"]
 
@@ -51,11 +51,18 @@ class HostChunk:
     def num_steps(self) -> int:
         return len(self.Xs)
 
-    def run(self, program: TrainProgram, state: TrainState) -> tuple[TrainState, jax.Array]:
+    def run(self, program: TrainProgram, state: TrainState) -> tuple[TrainState, dict]:
         put = program.placement.put
         if self.num_steps == 1:  # one step: the step program, not a scan of length 1
             return program.step(state, (put(self.Xs[0]), put(self.ys[0])))
         return program.chunk(state, (put(self.Xs, stacked=True), put(self.ys, stacked=True)))
+
+    def evaluate(self, program: TrainProgram, state: TrainState) -> dict:
+        put = program.placement.put
+        return program.evaluate(state, (put(self.Xs, stacked=True), put(self.ys, stacked=True)))
+
+    def part(self, start: int, stop: int) -> HostChunk:
+        return HostChunk(self.Xs[start:stop], self.ys[start:stop])
 
     def features(self, k: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Batch `k`'s features, and which rows of the dataset they are (unknown here: None)."""
@@ -74,8 +81,14 @@ class IndexChunk:
     def num_steps(self) -> int:
         return len(self.indices)
 
-    def run(self, program: TrainProgram, state: TrainState) -> tuple[TrainState, jax.Array]:
+    def run(self, program: TrainProgram, state: TrainState) -> tuple[TrainState, dict]:
         return program.gather_chunk(state, self.data, program.placement.put(self.indices, stacked=True))
+
+    def evaluate(self, program: TrainProgram, state: TrainState) -> dict:
+        return program.evaluate_gather(state, self.data, program.placement.put(self.indices, stacked=True))
+
+    def part(self, start: int, stop: int) -> IndexChunk:
+        return IndexChunk(self.indices[start:stop], self.data, self.host)
 
     def features(self, k: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Batch `k`'s features, and which rows of the dataset they are."""
@@ -85,11 +98,36 @@ class IndexChunk:
 Chunk = HostChunk | IndexChunk
 
 
+def split_at(chunks: Iterator[Any], first_step: int, every: int | None, last_step: int | None) -> Iterator[Any]:
+    """The same chunks, cut so that one ends at each multiple of `every` steps and at `last_step`.
+
+    An evaluation point (or the end of a run of `max_steps`) falls between two compiled calls,
+    never inside one; training between those points stays fused.
+    """
+    step = first_step
+    for chunk in chunks:
+        size, start = chunk.num_steps, 0
+        while start < size:
+            room = size - start
+            if every:
+                room = min(room, every - step % every)
+            if last_step is not None:
+                room = min(room, last_step - step)
+            if room <= 0:
+                return
+            yield chunk if (start, room) == (0, size) else chunk.part(start, start + room)
+            start += room
+            step += room
+        if last_step is not None and step >= last_step:
+            return
+
+
 class BatchCheck:
     """What `fit` checks in the data before training on it; each failure names what is wrong."""
 
-    def __init__(self, model, labels_are_classes: bool):
-        self.model = model
+    def __init__(self, model, labels_are_classes: bool, where: str = "train_loader"):
+        self.model, self.model_state = split_model(model)
+        self.where = where
         self.labels_are_classes = labels_are_classes
         self.num_outputs: int | None = None
         self.checked_model = False
@@ -98,7 +136,7 @@ class BatchCheck:
         for name, array in (("features", X), ("labels", y)):
             if array.dtype.kind not in "biuf":
                 raise TypeError(
-                    f"fit: train_loader's {name} must be numbers (bool, int or float), got dtype {array.dtype}"
+                    f"fit: {self.where}'s {name} must be numbers (bool, int or float), got dtype {array.dtype}"
                     + (" (strings: map them to class indices first)" if array.dtype.kind in "USO" else "")
                 )
 
@@ -106,15 +144,23 @@ class BatchCheck:
         """The model's output for one batch, evaluated abstractly (nothing runs): one array of logits."""
         model = eqx.nn.inference_mode(self.model)
         kwargs = {"key": jax.random.key(0)} if _takes_key(self.model) else {}
+        state = self.model_state
+
+        def call(X):
+            if state is None:
+                return model(X, **kwargs)
+            return jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(X, state)[0]
+
         try:
-            out = jax.eval_shape(lambda X: model(X, **kwargs), jax.ShapeDtypeStruct(batch_shape, dtype))
+            out = jax.eval_shape(call, jax.ShapeDtypeStruct(batch_shape, dtype))
         except Exception:  # noqa: BLE001 - a model this cannot call abstractly fails in the step, with its own error
             return
         if not isinstance(out, jax.ShapeDtypeStruct):
             kind = type(out).__name__ + (f" of {len(out)}" if isinstance(out, (tuple, list)) else "")
+            expected = "model(features) -> logits" if state is None else "model(x, state) -> (logits, state)"
             raise TypeError(
                 f"fit: the model returned a {kind} for a batch, not one array of logits; fit trains "
-                "model(features) -> logits (wrap a model that returns more in one that returns the logits)"
+                f"{expected} (wrap a model that returns more in one that returns the logits)"
             )
         if out.ndim:
             self.num_outputs = int(out.shape[-1])
@@ -126,33 +172,34 @@ class BatchCheck:
             self.checked_model = True
             self._model_output(Xs.shape[1:], Xs.dtype)
         if self.labels_are_classes and self.num_outputs is not None:
-            check_labels(ys, self.num_outputs, "fit: train_loader")
+            check_labels(ys, self.num_outputs, f"fit: {self.where}")
 
 
-def _empty_batch(epoch: int, batch: int) -> ValueError:
+def _empty_batch(epoch: int, batch: int, where: str = "train_loader") -> ValueError:
     return ValueError(
-        f"fit: train_loader gave an empty batch (no rows) at epoch {epoch + 1}, batch {batch}; "
+        f"fit: {where} gave an empty batch (no rows) at epoch {epoch + 1}, batch {batch}; "
         "a loss over no examples is not a number"
     )
 
 
-def _features_and_labels(batch) -> tuple[np.ndarray, np.ndarray]:
+def _features_and_labels(batch, where: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
         got = (
             f"a {type(batch).__name__} of length {len(batch)}"
             if isinstance(batch, (tuple, list))
             else (f"a {type(batch).__name__}" + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else ""))
         )
-        raise TypeError(f"fit: each batch of train_loader must be a (features, labels, ...) tuple, got {got}")
+        raise TypeError(f"fit: each batch of {where} must be a (features, labels, ...) tuple, got {got}")
     return np.asarray(batch[0]), np.asarray(batch[1])
 
 
 def host_chunks(
-    batches, placement, max_steps: int, check: BatchCheck, epoch: int, skip: int = 0
+    batches, placement, max_steps: int, check: BatchCheck, epoch: int, skip: int = 0, max_batches: int | None = None
 ) -> Iterator[HostChunk]:
     """Runs of batches of one shape and dtype from any iterable, stacked on the host, up to `max_steps` each.
 
-    The first `skip` batches are pulled and dropped (they were trained before a resume).
+    The first `skip` batches are pulled and dropped (they were trained before a resume); at
+    most `max_batches` batches follow.
     """
     run_X: list[np.ndarray] = []
     run_y: list[np.ndarray] = []
@@ -169,10 +216,11 @@ def host_chunks(
         check(Xs, ys)
         return HostChunk(Xs, ys)
 
-    for number, batch in enumerate(itertools.islice(batches, skip, None), skip + 1):
-        X, y = _features_and_labels(batch)
+    stop = None if max_batches is None else skip + max_batches
+    for number, batch in enumerate(itertools.islice(batches, skip, stop), skip + 1):
+        X, y = _features_and_labels(batch, check.where)
         if X.ndim and X.shape[0] == 0:
-            raise _empty_batch(epoch, number)
+            raise _empty_batch(epoch, number, check.where)
         key = (X.shape, X.dtype, y.shape, y.dtype)
         if run_X and (key != shape or len(run_X) >= limit):
             yield stack()
@@ -188,17 +236,19 @@ def host_chunks(
         yield stack()
 
 
-def device_chunks(plan, data: tuple, placement, epoch: int, skip: int = 0) -> Iterator[IndexChunk]:
+def device_chunks(
+    plan, data: tuple, placement, epoch: int, skip: int = 0, max_batches: int | None = None
+) -> Iterator[IndexChunk]:
     """An epoch of a `DevicePlan` over arrays already on the device: each chunk is only its indices.
 
     The plan's index batches are pulled in blocks and split where their size changes, vectorised
     over the block (a Python step per batch costs a third of a fused tiny step). The first
-    `skip` batches are dropped (they were trained before a resume).
+    `skip` batches are dropped (they were trained before a resume); at most `max_batches` follow.
     """
     host = plan.arrays[:2]
     row_bytes = sum(array[0].nbytes for array in host) if len(host[0]) else 1
     index_type = np.int32 if len(host[0]) < 2**31 else np.int64
-    batches = itertools.islice(plan.epochs(), skip, None)
+    batches = itertools.islice(plan.epochs(), skip, None if max_batches is None else skip + max_batches)
     first = next(batches, None)
     if first is None:
         return
@@ -234,15 +284,21 @@ def _device_budget(device_data_bytes: int | None) -> int:
 
 
 def chunk_source(
-    loader, model, placement, fused: bool, device_data_bytes: int | None, labels_are_classes: bool
+    loader,
+    model,
+    placement,
+    fused: bool,
+    device_data_bytes: int | None,
+    labels_are_classes: bool,
+    where: str = "train_loader",
 ) -> tuple[Callable[..., Iterator[Any]], bool]:
-    """`(epoch_chunks, on_device)`: `epoch_chunks(epoch, skip)` gives an epoch's chunks after its first `skip`
-    batches; `on_device` says whether the data went to the device.
+    """`(epoch_chunks, on_device)`: `epoch_chunks(epoch, skip, limit)` gives an epoch's chunks after its first
+    `skip` batches, at most `limit` batches; `on_device` says whether the data went to the device.
 
     The data goes to the device when the loader offers a `device_plan()`, `fused` is on, the
     run is in one process, and the plan's features and labels fit `device_data_bytes`.
     """
-    check = BatchCheck(model, labels_are_classes)
+    check = BatchCheck(model, labels_are_classes, where)
     plan = loader.device_plan() if callable(getattr(loader, "device_plan", None)) else None
     if (
         fused
@@ -254,6 +310,8 @@ def chunk_source(
         features, labels = (np.asarray(array) for array in plan.arrays[:2])
         check(features[None], labels)
         data = placement.put_data((features, labels))
-        return (lambda epoch, skip=0: device_chunks(plan, data, placement, epoch, skip)), True
+        return (lambda epoch, skip=0, limit=None: device_chunks(plan, data, placement, epoch, skip, limit)), True
     max_steps = MAX_CHUNK_STEPS if fused else 1
-    return (lambda epoch, skip=0: host_chunks(loader, placement, max_steps, check, epoch, skip)), False
+    return (
+        lambda epoch, skip=0, limit=None: host_chunks(loader, placement, max_steps, check, epoch, skip, limit)
+    ), False

@@ -11,9 +11,23 @@ from jax.experimental import multihost_utils
 __all__ = ["compute_accuracy", "predict", "predict_proba"]
 
 
+def _inference(model):
+    """`(model, state)` or a model, in inference mode (dropout off, BatchNorm on its running statistics)."""
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[1], eqx.nn.State):
+        return eqx.nn.inference_mode(model[0]), model[1]
+    return eqx.nn.inference_mode(model), None
+
+
+def _call(model, state, X):
+    if state is None:
+        return model(X)
+    # a stateful model is written for one example (see TrainProgram): mapped over the batch
+    return jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(X, state)[0]
+
+
 @eqx.filter_jit
-def _count_correct(model, X, y):
-    predictions = jnp.argmax(model(X), axis=-1)
+def _count_correct(model, state, X, y):
+    predictions = jnp.argmax(_call(model, state, X), axis=-1)
     return jnp.sum(predictions == y)
 
 
@@ -27,13 +41,13 @@ def compute_accuracy(model, loader, mesh=None) -> float:
     shard of the data) the counts are summed across processes, so every process gets the
     accuracy over all the shards together. As in PyTorch, a `DistributedSampler` pads the
     shards to equal length by repeating a few examples, which are then counted twice (at most
-    `num_replicas - 1` of them).
+    `num_replicas - 1` of them). A stateful model is given as `(model, state)`.
     """
-    model = eqx.nn.inference_mode(model)
+    model, state = _inference(model)
     correct, total = 0, 0
     for features, labels, *_ in loader:
         labels = np.asarray(labels)
-        correct += int(_count_correct(model, np.asarray(features), labels))
+        correct += int(_count_correct(model, state, np.asarray(features), labels))
         total += labels.shape[0]
     if mesh is not None and jax.process_count() > 1:
         counts = multihost_utils.process_allgather(np.array([correct, total], dtype=np.int64))
@@ -44,16 +58,18 @@ def compute_accuracy(model, loader, mesh=None) -> float:
 
 
 @eqx.filter_jit
-def _logits(model, X):
-    return model(X)
+def _logits(model, state, X):
+    return _call(model, state, X)
 
 
 def predict_proba(model, X) -> np.ndarray:
-    """Class probabilities for `X`: `torch.softmax(model(X), dim=1)` under `torch.no_grad()`."""
-    logits = _logits(eqx.nn.inference_mode(model), jnp.asarray(X))
+    """Class probabilities for `X`: `torch.softmax(model(X), dim=1)` under `torch.no_grad()` (`model` or `(model, state)`)."""
+    model, state = _inference(model)
+    logits = _logits(model, state, jnp.asarray(X))
     return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
 def predict(model, X) -> np.ndarray:
-    """Predicted class labels for `X`: `torch.argmax(model(X), dim=1)`."""
-    return np.asarray(jnp.argmax(_logits(eqx.nn.inference_mode(model), jnp.asarray(X)), axis=-1))
+    """Predicted class labels for `X`: `torch.argmax(model(X), dim=1)` (`model` or `(model, state)`)."""
+    model, state = _inference(model)
+    return np.asarray(jnp.argmax(_logits(model, state, jnp.asarray(X)), axis=-1))

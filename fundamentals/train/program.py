@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -57,6 +58,45 @@ def _takes_key(model) -> bool:
         return False
 
 
+def as_transformation(optimizer) -> optax.GradientTransformation:
+    """`optimizer` as a `GradientTransformation`; `optax.MultiSteps` (gradient accumulation) is one through its method."""
+    if isinstance(optimizer, optax.GradientTransformation):
+        return optimizer
+    if isinstance(optimizer, optax.MultiSteps):
+        return optimizer.gradient_transformation()
+    raise TypeError(
+        "optimizer must be an optax.GradientTransformation (e.g. optax.sgd(0.5)) or an optax.MultiSteps, "
+        f"got {type(optimizer).__name__}"
+    )
+
+
+def split_model(model) -> tuple[Any, Any]:
+    """`(model, state)` for a stateful model as `eqx.nn.make_with_state` returns it; `(model, None)` otherwise."""
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[1], eqx.nn.State):
+        return model[0], model[1]
+    return model, None
+
+
+def _hyperparameter_states(tree) -> list:
+    """The nodes of an optimizer state that carry hyperparameters or a plateau scale, in tree order."""
+    nodes = jax.tree_util.tree_leaves(
+        tree, is_leaf=lambda node: hasattr(node, "hyperparams") or type(node).__name__ == "ReduceLROnPlateauState"
+    )
+    return [node for node in nodes if hasattr(node, "hyperparams") or type(node).__name__ == "ReduceLROnPlateauState"]
+
+
+def recorded_rates(opt_state) -> dict[str, Any]:
+    """What an optimizer state says of its learning rate: `inject_hyperparams`' value, a plateau's scale."""
+    rates: dict[str, Any] = {}
+    for node in _hyperparameter_states(opt_state):
+        hyperparams = getattr(node, "hyperparams", None)
+        if isinstance(hyperparams, dict) and "learning_rate" in hyperparams and "learning_rate" not in rates:
+            rates["learning_rate"] = hyperparams["learning_rate"]
+        if type(node).__name__ == "ReduceLROnPlateauState" and "lr_scale" not in rates:
+            rates["lr_scale"] = node.scale
+    return rates
+
+
 def _signature(tree) -> tuple:
     """Shapes, dtypes and weak types of the arrays in a batch: which compiled variant it needs."""
     return tuple(
@@ -70,31 +110,43 @@ def _signature(tree) -> tuple:
 
 
 class TrainProgram:
-    """The compiled training step of one model, optimizer and loss, in its three forms.
+    """The compiled training step of one model, optimizer and loss, in its three forms, and its evaluation.
 
     `fit` is built on it; use it directly to write your own loop at `fit`'s speed:
 
     ```python
     program = TrainProgram.create(model, optax.sgd(0.5))
     state = program.init(model, seed=0)                       # a TrainState
-    state, loss = program.step(state, (X, y))                 # one step on one batch
-    state, losses = program.chunk(state, (Xs, ys))            # lax.scan over Xs: (steps, batch, ...)
-    state, losses = program.gather_chunk(state, (X_all, y_all), indices)  # batches X_all[indices[k]]
+    state, out = program.step(state, (X, y))                  # one step on one batch; out["loss"]
+    state, out = program.chunk(state, (Xs, ys))               # lax.scan over Xs: (steps, batch, ...)
+    state, out = program.gather_chunk(state, (X_all, y_all), indices)  # batches X_all[indices[k]]
+    sums = program.evaluate(state, (Xs, ys))                  # loss, accuracy and metric sums, no gradient
     model = program.model(state)
     ```
 
-    - `step(state, (X, y))`: one step, the loss a scalar.
+    - `step(state, (X, y))`: one step; `out["loss"]` a scalar, and `out["learning_rate"]`
+      (`out["lr_scale"]`) when the optimizer state carries it (`optax.inject_hyperparams`,
+      `optax.contrib.reduce_on_plateau`).
     - `chunk(state, (Xs, ys))`: `lax.scan` of the step over a stack of batches, bit for bit
-      the same as that many `step`s.
+      the same as that many `step`s; each output has one entry a step.
     - `gather_chunk(state, (X_all, y_all), indices)`: the same, with the batches gathered on
       the device as `X_all[indices[k]]` (`indices`: `(num_steps, batch)`), so that data put on
       the device once is not sent again.
+    - `evaluate(state, (Xs, ys))` / `evaluate_gather(state, data, indices)`: the model in
+      inference mode over a stack of batches: sums of the loss (times each batch's size), of
+      correct predictions and of each metric, and the number of examples.
 
     Each form is traced once per distinct batch shape (with the Python code as it is at that
     moment) and compiled only if this process has not compiled the same program before: the
     process-wide cache (`fundamentals.train.cache`) is keyed on the traced program itself, so
     a new model and a new `optax.sgd(0.5)` of the same shapes reuse an earlier compile, while
     anything that changes what is computed compiles anew.
+
+    A stateful model (`(model, state)` from `eqx.nn.make_with_state`, with `BatchNorm`) is
+    written for one example, as in Equinox's examples, and called as
+    `jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(X, state)`:
+    give its `BatchNorm` layers `axis_name="batch"`. Its state travels in
+    `TrainState.model_state`.
     """
 
     def __init__(
@@ -103,12 +155,20 @@ class TrainProgram:
         optimizer: optax.GradientTransformation,
         loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
         mesh=None,
+        metrics: dict[str, Callable] | None = None,
     ):
+        model, model_state = split_model(model)
+        optimizer = as_transformation(optimizer)
         params, self._static = eqx.partition(model, eqx.is_inexact_array)
         self._params_def = jax.tree_util.tree_structure(params)
-        self._opt_state_def = jax.tree_util.tree_structure(jax.eval_shape(optimizer.init, params))
+        opt_shapes = jax.eval_shape(optimizer.init, params)
+        self._opt_state_def = jax.tree_util.tree_structure(opt_shapes)
+        self.records = ("loss", *recorded_rates(opt_shapes))  # what each step reports
+        self.stateful = model_state is not None
+        self._model_state_def = jax.tree_util.tree_structure(model_state)
         self.optimizer = optimizer
         self.loss_fn = loss_fn
+        self.metrics = dict(metrics or {})
         self.takes_key = _takes_key(model)
         self.placement = Placement(mesh)
         self._compiled: dict[tuple, Any] = {}  # batch signature -> jax.stages.Compiled
@@ -122,18 +182,20 @@ class TrainProgram:
         *,
         loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
         mesh=None,
+        metrics: dict[str, Callable] | None = None,
     ) -> TrainProgram:
         """The program that trains `model` with `optimizer` and `loss_fn`.
 
         **Arguments:**
 
-        - `model`: an Equinox model; its structure and non-array fields are used here, its
-          arrays only through `init`.
-        - `optimizer`: an Optax `GradientTransformation`.
+        - `model`: an Equinox model, or `(model, state)` for a stateful one; its structure and
+          non-array fields are used here, its arrays only through `init`.
+        - `optimizer`: an Optax `GradientTransformation`, or an `optax.MultiSteps`.
         - `loss_fn`: `loss_fn(logits, labels) -> scalar`.
         - `mesh`: a mesh with a `"data"` axis for data-parallel steps, or None.
+        - `metrics`: `{name: fn(logits, labels) -> scalar}`, summed by `evaluate`.
         """
-        return cls(model, optimizer, loss_fn, mesh)
+        return cls(model, optimizer, loss_fn, mesh, metrics)
 
     @staticmethod
     def clear_cache() -> None:
@@ -148,20 +210,24 @@ class TrainProgram:
     # --- the state ---------------------------------------------------------------------------
 
     def init(self, model, seed: int = 0) -> TrainState:
-        """The `TrainState` of `model` before its first step: its arrays and a fresh optimizer state."""
+        """The `TrainState` of `model` (or `(model, state)`) before its first step: its arrays and a fresh optimizer state."""
+        model, model_state = split_model(model)
         params = eqx.filter(model, eqx.is_inexact_array)
         return TrainState(
             params=jax.tree_util.tree_leaves(params),
             opt_state=jax.tree_util.tree_leaves(self.optimizer.init(params)),
-            model_state=[],
+            model_state=jax.tree_util.tree_leaves(model_state),
             step=np.int32(0),
             seed=np.uint32(seed % 2**32),
         )
 
     def model(self, state: TrainState):
-        """The model whose arrays are `state.params`, with the other fields of the model this program was made for."""
+        """The model whose arrays are `state.params` (and `(model, model_state)` for a stateful one)."""
         params = jax.tree_util.tree_unflatten(self._params_def, local_copy(state.params))
-        return eqx.combine(params, self._static)
+        model = eqx.combine(params, self._static)
+        if self.stateful:
+            return model, jax.tree_util.tree_unflatten(self._model_state_def, local_copy(state.model_state))
+        return model
 
     def trees(self, state: TrainState):
         """`(model, opt_state)` as pytrees, this process's copy: what a checkpoint stores."""
@@ -169,61 +235,117 @@ class TrainProgram:
         return self.model(state), opt_state
 
     def with_trees(self, state: TrainState, model, opt_state, step: int) -> TrainState:
-        """`state` with the arrays of `model` and `opt_state` (a checkpoint's) and the step count `step`."""
+        """`state` with the arrays of `model` (or `(model, model_state)`), `opt_state` and the step count `step`."""
+        model, model_state = split_model(model)
         return state._replace(
             params=jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array)),
             opt_state=jax.tree_util.tree_leaves(opt_state),
+            model_state=jax.tree_util.tree_leaves(model_state) if self.stateful else state.model_state,
             step=np.int32(step),
         )
 
     # --- the computation ---------------------------------------------------------------------
 
-    def _train_step(self, state: TrainState, batch) -> tuple[TrainState, jax.Array]:
+    def _forward(self, params, model_state, X, key, inference: bool = False):
+        """`(logits, new_model_state)` of the model with `params` on the batch `X`."""
+        model = eqx.combine(params, self._static)
+        if inference:
+            model = eqx.nn.inference_mode(model)
+        kwargs = {} if (inference or not self.takes_key) else {"key": key}
+        if not self.stateful:
+            return model(X, **kwargs), model_state
+        tree = jax.tree_util.tree_unflatten(self._model_state_def, model_state)
+        if kwargs:  # one key per example, as NeuralNetwork draws its dropout masks
+            keys = jax.random.split(key, X.shape[0])
+            mapped = jax.vmap(
+                lambda x, s, k: model(x, s, key=k), axis_name="batch", in_axes=(0, None, 0), out_axes=(0, None)
+            )
+            logits, tree = mapped(X, tree, keys)
+        else:
+            logits, tree = jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(X, tree)
+        return logits, jax.tree_util.tree_leaves(tree)
+
+    def _train_step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
         X, y = batch
         params = jax.tree_util.tree_unflatten(self._params_def, state.params)
         opt_state = jax.tree_util.tree_unflatten(self._opt_state_def, state.opt_state)
-        static, loss_fn = self._static, self.loss_fn
+        # A fresh key every step, a pure function of the run's seed and the step.
+        key = jax.random.fold_in(jax.random.key(state.seed), state.step) if self.takes_key else None
 
         def compute_loss(p):
-            model = eqx.combine(p, static)
-            if self.takes_key:
-                # A fresh key every step, a pure function of the run's seed and the step.
-                logits = model(X, key=jax.random.fold_in(jax.random.key(state.seed), state.step))
-            else:
-                logits = model(X)
-            return loss_fn(logits, y)
+            logits, model_state = self._forward(p, state.model_state, X, key)
+            return self.loss_fn(logits, y), model_state
 
-        loss, grads = jax.value_and_grad(compute_loss)(params)
-        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        (loss, model_state), grads = jax.value_and_grad(compute_loss, has_aux=True)(params)
+        if isinstance(self.optimizer, optax.GradientTransformationExtraArgs):
+            # reduce_on_plateau reads value=, lbfgs value=, grad= and value_fn=; the others ignore them.
+            updates, opt_state = self.optimizer.update(
+                grads, opt_state, params, value=loss, grad=grads, value_fn=lambda p: compute_loss(p)[0]
+            )
+        else:
+            updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
+        outputs = {"loss": loss, **recorded_rates(opt_state)}
         new_state = state._replace(
             params=jax.tree_util.tree_leaves(params),
             opt_state=jax.tree_util.tree_leaves(opt_state),
+            model_state=model_state,
             step=state.step + 1,
         )
-        return new_state, loss
+        return new_state, outputs
 
-    def _scan(self, state: TrainState, batches) -> tuple[TrainState, jax.Array]:
+    def _scan(self, state: TrainState, batches) -> tuple[TrainState, dict]:
         return jax.lax.scan(self._train_step, state, batches)
 
-    def _gather_scan(self, state: TrainState, data, indices) -> tuple[TrainState, jax.Array]:
+    def _gathered(self, data, indices):
         batches = tuple(array[indices] for array in data)
         if self.placement.mesh is not None:  # gathered rows stay on the devices whose indices they are
             batches = jax.lax.with_sharding_constraint(batches, self.placement.stacked)
-        return self._scan(state, batches)
+        return batches
+
+    def _gather_scan(self, state: TrainState, data, indices) -> tuple[TrainState, dict]:
+        return self._scan(state, self._gathered(data, indices))
+
+    def _evaluate(self, state: TrainState, batches) -> dict:
+        """Sums over a stack of batches, in inference mode: loss x size, correct, metrics x size, count."""
+        params = jax.tree_util.tree_unflatten(self._params_def, state.params)
+
+        def one_batch(sums, batch):
+            X, y = batch
+            logits, _ = self._forward(params, state.model_state, X, None, inference=True)
+            size = jnp.asarray(y.shape[0] if y.ndim else 1, jnp.float32)
+            new = {"count": size, "loss": self.loss_fn(logits, y).astype(jnp.float32) * size}
+            if jnp.issubdtype(y.dtype, jnp.integer) and logits.ndim == y.ndim + 1:
+                new["correct"] = jnp.sum(jnp.argmax(logits, axis=-1) == y).astype(jnp.float32)
+            for name, metric in self.metrics.items():
+                new["metric." + name] = jnp.asarray(metric(logits, y), jnp.float32) * size
+            sums = new if sums is None else jax.tree_util.tree_map(jnp.add, sums, new)
+            return sums, None
+
+        first = jax.tree_util.tree_map(lambda a: a[0], batches)
+        rest = jax.tree_util.tree_map(lambda a: a[1:], batches)
+        sums, _ = one_batch(None, first)
+        sums, _ = jax.lax.scan(one_batch, sums, rest)
+        return sums
+
+    def _evaluate_gather(self, state: TrainState, data, indices) -> dict:
+        return self._evaluate(state, self._gathered(data, indices))
 
     def _shardings(self, kind: str) -> dict:
         """`jax.jit`'s shardings for each form: the state replicated, batches split along `"data"`."""
         placement = self.placement
         if placement.mesh is None:
             return {}
-        state = placement.replicated
+        state, stacked = placement.replicated, placement.stacked
         inputs = {
             "step": (state, placement.batch),
-            "chunk": (state, placement.stacked),
-            "gather": (state, placement.replicated, placement.stacked),
+            "chunk": (state, stacked),
+            "gather": (state, placement.replicated, stacked),
+            "evaluate": (state, stacked),
+            "evaluate_gather": (state, placement.replicated, stacked),
         }[kind]
-        return {"in_shardings": inputs, "out_shardings": (state, placement.replicated)}
+        outputs = placement.replicated if kind.startswith("evaluate") else (state, placement.replicated)
+        return {"in_shardings": inputs, "out_shardings": outputs}
 
     def _run(self, kind: str, function: Callable, *args):
         signature = (kind, _signature(args[1:]))
@@ -236,14 +358,22 @@ class TrainProgram:
             self._compiled[signature] = compiled
         return compiled(*args)
 
-    def step(self, state: TrainState, batch) -> tuple[TrainState, jax.Array]:
-        """One training step on `batch = (X, y)`: `(next_state, loss)`."""
+    def step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
+        """One training step on `batch = (X, y)`: `(next_state, outputs)`, `outputs["loss"]` a scalar."""
         return self._run("step", self._train_step, state, batch)
 
-    def chunk(self, state: TrainState, batches) -> tuple[TrainState, jax.Array]:
-        """`lax.scan` of the step over `batches = (Xs, ys)`, steps first: `(next_state, losses)`."""
+    def chunk(self, state: TrainState, batches) -> tuple[TrainState, dict]:
+        """`lax.scan` of the step over `batches = (Xs, ys)`, steps first: `(next_state, outputs)`, one entry a step."""
         return self._run("chunk", self._scan, state, batches)
 
-    def gather_chunk(self, state: TrainState, data, indices) -> tuple[TrainState, jax.Array]:
+    def gather_chunk(self, state: TrainState, data, indices) -> tuple[TrainState, dict]:
         """The scan over batches `tuple(a[indices[k]] for a in data)`, gathered on the device."""
         return self._run("gather", self._gather_scan, state, data, indices)
+
+    def evaluate(self, state: TrainState, batches) -> dict:
+        """Sums over a stack of batches `(Xs, ys)` in inference mode (see the class docstring)."""
+        return self._run("evaluate", self._evaluate, state, batches)
+
+    def evaluate_gather(self, state: TrainState, data, indices) -> dict:
+        """The same over batches gathered on the device as `tuple(a[indices[k]] for a in data)`."""
+        return self._run("evaluate_gather", self._evaluate_gather, state, data, indices)
