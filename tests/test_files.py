@@ -46,7 +46,7 @@ def _writers(tmp_path):
         "atomic_write_bytes": lambda path: atomic_write_bytes(path, b"data"),
         "model": lambda path: fm.save_model(model, path),
         "checkpoint": checkpoint,
-        "plot": lambda path: _plot_loss([1.0, 0.5], 1, str(path), title="loss"),
+        "plot": lambda path: _plot_loss({"loss": [1.0, 0.5]}, str(path), title="loss"),
         "bench json": bench_json,
     }
 
@@ -92,7 +92,7 @@ def test_a_link_is_replaced_not_written_through(tmp_path):
     target = tmp_path / "target.txt"
     target.write_text("keep me")
     for name, write in [
-        ("l.png", lambda p: _plot_loss([1.0, 0.5], 1, str(p), title="t")),
+        ("l.png", lambda p: _plot_loss({"loss": [1.0, 0.5]}, str(p), title="t")),
         ("l.safetensors", lambda p: fm.save_model(_model(), p)),
     ]:
         link = tmp_path / name
