@@ -514,7 +514,8 @@ def fit(
     )
     _check_rest(optimizer, checkpoint, resume, seed, device_data_bytes, fused)
     fused = True if fused is None else bool(fused)  # None: the old spelling of the default
-    program = TrainProgram.create(model, as_transformation(optimizer), loss_fn=loss_fn, mesh=mesh, metrics=metrics)
+    optimizer = as_transformation(optimizer)
+    program = TrainProgram.create(model, optimizer, loss_fn=loss_fn, mesh=mesh, metrics=metrics)
     state = program.init(model, seed=seed)
     history: dict[str, Any] = {"loss": [], "epoch_loss": []}
     start_epoch = skip = 0
@@ -522,9 +523,7 @@ def fit(
     if resume and checkpoint is not None and os.path.exists(checkpoint):  # resume without one was refused above
         state, saved = _restore(checkpoint, program, state, seed, train_loader, plan.callbacks)
         start_epoch, history, skip = saved["epoch"], saved["history"], saved["batches_done"]
-        if (
-            skip and len(history.get("epoch_step", [])) > start_epoch
-        ):  # a partial epoch, summed up when max_steps cut it
+        if skip and len(history.get("epoch_step", [])) > start_epoch:  # a partial epoch, summed when max_steps cut it
             history["epoch_loss"].pop()
             history["epoch_step"].pop()
         if log is not None:
@@ -534,92 +533,137 @@ def fit(
 
     placement = program.placement
     labels_are_classes = loss_fn is cross_entropy
+    evaluation_program = (
+        program if mesh is None else TrainProgram.create(model, optimizer, loss_fn=loss_fn, metrics=metrics)
+    )
     evaluator = _Evaluator(
-        program
-        if mesh is None
-        else TrainProgram.create(model, as_transformation(optimizer), loss_fn=loss_fn, metrics=metrics),
-        model,
-        val_loader,
-        train_loader,
-        plan,
-        labels_are_classes,
-        device_data_bytes,
+        evaluation_program, model, val_loader, train_loader, plan, labels_are_classes, device_data_bytes
     )
     stop = StopOnSigterm()
-    runner = _Runner(
-        program, placement.replicate(state), int(state.step), 1 if fused else _STEP_LAG, stop, plan.eval_every
-    )
+    lag = 1 if fused else _STEP_LAG
+    runner = _Runner(program, placement.replicate(state), int(state.step), lag, stop, plan.eval_every)
     run = Run(history, evaluator.recorded, lambda: program.model(runner.state))
     epoch_chunks, on_device = chunk_source(train_loader, model, placement, fused, device_data_bytes, labels_are_classes)
+    training = _Training(
+        program, runner, run, plan, evaluator, epoch_chunks, on_device, train_loader, log, checkpoint, seed, stop
+    )
     if "stopped" in history:  # the checkpoint of a run that a callback already ended: nothing more to train
-        return _finish(program, runner, run, plan, history, on_device, model)
+        return training.finish()
     for callback in plan.callbacks:
         callback.on_train_begin(run)
     reporter = _Reporter(log, progress, plan, start_epoch, skip, checkpoint)
-
-    def save(position: dict, loader_state) -> None:
-        if checkpoint is not None and jax.process_index() == 0:
-            _save(checkpoint, program, runner.state, position, history, seed, loader_state, plan.callbacks)
-
     with stop:
         try:
             for epoch in plan.epochs(start_epoch):
                 if plan.max_steps is not None and runner.step >= plan.max_steps:
                     break
-                run.epoch = epoch
-                sampler = getattr(train_loader, "sampler", None)
-                if sampler is not None and hasattr(sampler, "set_epoch"):
-                    sampler.set_epoch(epoch)
-                loader_state = _loader_state(train_loader)  # before this epoch draws its order
-                done = skip if epoch == start_epoch else 0  # batches of this epoch trained before a resume
-                epoch_start = runner.step - done
-                chunks = split_at(epoch_chunks(epoch, done), runner.step, plan.eval_every, plan.max_steps)
-                for event, group in runner.epoch(chunks):
-                    if event == "outputs":
-                        reporter.outputs(epoch, epoch_start, group, history)
-                        continue
-                    run.step = runner.step
-                    _evaluate(evaluator, runner, run, epoch, history, log, plan)
-                    if run.stop_reason is not None:
-                        break
-                steps = runner.step - epoch_start
-                if runner.stopped:  # SIGTERM
-                    _count(history, program, on_device)
-                    _stop(log, checkpoint, runner, epoch, steps, loader_state, stop, save)
-                if run.stop_reason is not None:
-                    history["stopped"] = {"step": runner.step, "epoch": epoch + 1, "reason": run.stop_reason}
-                    if log is not None:
-                        log(f"Stopped at step {runner.step} (epoch {epoch + 1}): {run.stop_reason}")
-                    _count(history, program, on_device)
-                    save({"epoch": epoch, "global_step": runner.step, "batches_done": steps}, loader_state)
-                    break
-                if steps == 0:
-                    raise _no_batches(train_loader, epoch)
-                # max_steps can cut an epoch short: then the checkpoint says how far into it the run got
-                finished = plan.max_steps is None or runner.step < plan.max_steps or steps == plan.num_batches
-                history["epoch_loss"].append(float(np.mean(history["loss"][-steps:])))
-                history.setdefault("epoch_step", []).append(runner.step)
-                run.step = runner.step
-                if evaluator.sources and evaluator.last_step != runner.step:
-                    _evaluate(evaluator, runner, run, epoch, history, log, plan)
-                for callback in plan.callbacks:
-                    callback.on_epoch_end(run)
-                _count(history, program, on_device)
-                if run.stop_reason is not None:
-                    history["stopped"] = {"step": runner.step, "epoch": epoch + 1, "reason": run.stop_reason}
-                    if log is not None:
-                        log(f"Stopped at step {runner.step} (epoch {epoch + 1}): {run.stop_reason}")
-                if finished or run.stop_reason is not None:
-                    save(
-                        {"epoch": epoch + 1, "global_step": runner.step, "batches_done": 0}, _loader_state(train_loader)
-                    )
-                else:  # max_steps ended the run within this epoch
-                    save({"epoch": epoch, "global_step": runner.step, "batches_done": steps}, loader_state)
-                if run.stop_reason is not None:
+                if not training.epoch(epoch, skip if epoch == start_epoch else 0, reporter):
                     break
         finally:
             reporter.close()
-    return _finish(program, runner, run, plan, history, on_device, model)
+    return training.finish()
+
+
+@dataclass
+class _Training:
+    """One `fit` run's parts, and what it does with each epoch."""
+
+    program: TrainProgram
+    runner: _Runner
+    run: Run
+    plan: _Plan
+    evaluator: _Evaluator
+    epoch_chunks: Callable[..., Iterator[Any]]
+    on_device: bool
+    loader: Any
+    log: Callable[[str], Any] | None
+    checkpoint: str | None
+    seed: int
+    stop: StopOnSigterm
+
+    @property
+    def history(self) -> dict:
+        return self.run.history
+
+    def epoch(self, epoch: int, done: int, reporter: _Reporter) -> bool:
+        """Train epoch `epoch` (its first `done` batches were trained before a resume); False ends the run."""
+        runner, run, plan, history = self.runner, self.run, self.plan, self.history
+        run.epoch = epoch
+        sampler = getattr(self.loader, "sampler", None)
+        if sampler is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        loader_state = _loader_state(self.loader)  # before this epoch draws its order
+        epoch_start = runner.step - done
+        chunks = split_at(self.epoch_chunks(epoch, done), runner.step, plan.eval_every, plan.max_steps)
+        for event, group in runner.epoch(chunks):
+            if event == "outputs":
+                reporter.outputs(epoch, epoch_start, group, history)
+            else:
+                self.evaluate(epoch)
+                if run.stop_reason is not None:
+                    break
+        steps = runner.step - epoch_start
+        if runner.stopped:  # SIGTERM: the checkpoint of the run so far, then the end of the process
+            _count(history, self.program, self.on_device)
+            _stop(self.log, self.checkpoint, runner, epoch, steps, loader_state, self.stop, self.save)
+        if run.stop_reason is not None:  # a callback, at an evaluation point within the epoch
+            self.stopped(epoch)
+            self.save({"epoch": epoch, "global_step": runner.step, "batches_done": steps}, loader_state)
+            return False
+        if steps == 0:
+            raise _no_batches(self.loader, epoch)
+        # max_steps can cut an epoch short: then the checkpoint says how far into it the run got
+        finished = plan.max_steps is None or runner.step < plan.max_steps or steps == plan.num_batches
+        history["epoch_loss"].append(float(np.mean(history["loss"][-steps:])))
+        history.setdefault("epoch_step", []).append(runner.step)
+        if self.evaluator.sources and self.evaluator.last_step != runner.step:
+            self.evaluate(epoch)
+        run.step = runner.step
+        for callback in plan.callbacks:
+            callback.on_epoch_end(run)
+        _count(history, self.program, self.on_device)
+        if run.stop_reason is not None:
+            self.stopped(epoch)
+        if finished or run.stop_reason is not None:
+            position = {"epoch": epoch + 1, "global_step": runner.step, "batches_done": 0}
+            self.save(position, _loader_state(self.loader))
+        else:
+            self.save({"epoch": epoch, "global_step": runner.step, "batches_done": steps}, loader_state)
+        return run.stop_reason is None
+
+    def evaluate(self, epoch: int) -> None:
+        self.run.step = self.runner.step
+        self.evaluator(self.runner.state, epoch, self.runner.step, self.history, self.log, self.plan.num_epochs)
+        for callback in self.plan.callbacks:
+            callback.on_evaluation(self.run)
+
+    def stopped(self, epoch: int) -> None:
+        step, reason = self.runner.step, self.run.stop_reason
+        self.history["stopped"] = {"step": step, "epoch": epoch + 1, "reason": reason}
+        _count(self.history, self.program, self.on_device)
+        if self.log is not None:
+            self.log(f"Stopped at step {step} (epoch {epoch + 1}): {reason}")
+
+    def save(self, position: dict, loader_state) -> None:
+        if self.checkpoint is not None and jax.process_index() == 0:
+            callbacks = self.plan.callbacks
+            _save(
+                self.checkpoint,
+                self.program,
+                self.runner.state,
+                position,
+                self.history,
+                self.seed,
+                loader_state,
+                callbacks,
+            )
+
+    def finish(self):
+        for callback in self.plan.callbacks:
+            callback.on_train_end(self.run)
+        _count(self.history, self.program, self.on_device)
+        trained = self.run.final_model
+        return (trained if trained is not None else self.program.model(self.runner.state)), self.history
 
 
 def _check_rest(optimizer, checkpoint, resume, seed, device_data_bytes, fused) -> None:
@@ -633,12 +677,6 @@ def _check_rest(optimizer, checkpoint, resume, seed, device_data_bytes, fused) -
         raise TypeError(f"fit: fused must be True or False, got {type(fused).__name__}")
 
 
-def _evaluate(evaluator: _Evaluator, runner: _Runner, run: Run, epoch: int, history, log, plan: _Plan) -> None:
-    evaluator(runner.state, epoch, runner.step, history, log, plan.num_epochs)
-    for callback in plan.callbacks:
-        callback.on_evaluation(run)
-
-
 def _no_batches(loader, epoch: int) -> ValueError:
     if _is_iterator(loader) and epoch > 0:
         return ValueError(
@@ -647,14 +685,6 @@ def _no_batches(loader, epoch: int) -> ValueError:
             "or end the run with max_steps"
         )
     return ValueError(f"fit: epoch {epoch + 1}: train_loader yielded no batches")
-
-
-def _finish(program: TrainProgram, runner: _Runner, run: Run, plan: _Plan, history: dict, on_device: bool, model):
-    for callback in plan.callbacks:
-        callback.on_train_end(run)
-    _count(history, program, on_device)
-    trained = run.final_model if run.final_model is not None else program.model(runner.state)
-    return trained, history
 
 
 def _stop(log, checkpoint, runner: _Runner, epoch: int, steps: int, loader_state, stop, save) -> None:
