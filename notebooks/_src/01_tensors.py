@@ -283,7 +283,7 @@ t_jax = fm.tensor([[1, 2, 3], [4, 5, 6]])
 try:
     t_jax[0, 0] = 999
 except TypeError as error:
-    print("TypeError:", str(error)[:80], "...")
+    print(type(error).__name__ + ":", str(error).split(". ")[0] + ".")  # its first sentence
 t_new = t_jax.at[0, 0].set(999)
 print(t_new)
 print(t_jax)  # unchanged
