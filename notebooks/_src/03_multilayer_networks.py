@@ -127,7 +127,8 @@ print(model_jax)  # fundamentals prints the model as PyTorch does
 assert repr(model_jax) == repr(model)
 torch_linears = [layer for layer in model.layers if isinstance(layer, torch.nn.Linear)]
 plain_linears = [layer for layer in plain_model.layers if isinstance(layer, eqx.nn.Linear)]
-assert [(l.in_features, l.out_features) for l in plain_linears] == [(l.in_features, l.out_features) for l in torch_linears]
+assert [(layer.in_features, layer.out_features) for layer in plain_linears] == [
+    (layer.in_features, layer.out_features) for layer in torch_linears]
 
 # %% [markdown]
 # ## The model is a pytree
@@ -143,7 +144,12 @@ assert [(l.in_features, l.out_features) for l in plain_linears] == [(l.in_featur
 # JAX, plain Equinox and JAX
 import re
 
-without_addresses = lambda text: re.sub(r" at 0x[0-9a-f]+", "", text)  # (so the output is the same every run)
+
+
+def without_addresses(text):
+    return re.sub(r" at 0x[0-9a-f]+", "", text)  # (so that the output is the same every run)
+
+
 print(without_addresses(eqx.tree_pformat(plain_model)))  # eqx.tree_pprint(plain_model), without memory addresses
 leaves = jax.tree.leaves(plain_model)
 print([getattr(leaf, "shape", type(leaf).__name__) for leaf in leaves])
@@ -151,7 +157,7 @@ print([getattr(leaf, "shape", type(leaf).__name__) for leaf in leaves])
 # %%
 def draw_pytree(model, title):
     """model -> its tree of layers -> its leaves, and the flat list that jax.tree.leaves returns."""
-    rows, y = [], 0.0  # (layer index, layer name, [(field, leaf)]) and where each goes
+    rows = []  # (layer index, layer name, [(field, leaf)])
     for index, layer in enumerate(model.layers):
         fields = [(jax.tree_util.keystr(path, simple=True, separator="."), leaf)
                   for path, leaf in jax.tree_util.tree_flatten_with_path(layer)[0]]
