@@ -14,10 +14,11 @@
 
 # %% [markdown]
 # One setting comes first, in every notebook. On a GPU or TPU, JAX multiplies float32 matrices
-# at reduced precision by default (TF32 or bfloat16 passes, about 3 decimal digits), where
-# PyTorch keeps full float32; `jax_default_matmul_precision="highest"` asks JAX for full float32
-# too, without which the checks below, which compare with PyTorch to 1e-5, would fail on a GPU.
-# On the CPU both already compute in full float32, so there it changes nothing.
+# at reduced precision by default (TF32 on recent NVIDIA GPUs, bfloat16 passes on TPUs: about
+# three decimal digits, or fewer), where PyTorch keeps full float32 for matrix products;
+# `jax_default_matmul_precision="highest"` asks JAX for full float32 too, without which the
+# checks below, which compare with PyTorch to 1e-5, would fail there. On the CPU JAX already
+# computes in full float32, so there it changes nothing.
 
 # %%
 import numpy as np

@@ -368,6 +368,10 @@ assert_same(full_loss, F.cross_entropy(model(X_train[:2]), y_train[:2]))
 #   gives their mean;
 # - **many models at once**: parameters stacked along a new first axis, `in_axes=(0, None)`;
 # - **a key per example** (below, with dropout).
+#
+# Each transformed function is also wrapped in `jax.jit`: without it JAX runs the mapped
+# gradient operation by operation, dispatching every small operation on its own, which takes
+# far longer than compiling it once.
 
 # %%
 # PyTorch: per-example gradients with torch.func
@@ -389,8 +393,8 @@ def loss_one(params, x, y):
     return loss_fn(params, x[None], y[None])  # a batch of one
 
 
-per_example = jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(params, X_train_np, y_train_np)
-batch_grads = jax.grad(loss_fn)(params, X_train_np, y_train_np)
+per_example = jax.jit(jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0)))(params, X_train_np, y_train_np)
+batch_grads = jax.jit(jax.grad(loss_fn))(params, X_train_np, y_train_np)
 print([leaf.shape for leaf in jax.tree.leaves(per_example)])
 
 # %%
@@ -471,8 +475,9 @@ for epoch in range(num_epochs):
         dropout_losses.append(float(value))
         step += 1
 print(np.round(dropout_losses, 2))
-same_key = [dropout_jax(X_train_np, key=jax.random.fold_in(dropout_key, 0)) for _ in range(2)]
-next_key = dropout_jax(X_train_np, key=jax.random.fold_in(dropout_key, 1))
+forward = eqx.filter_jit(lambda model, X, key: model(X, key=key))  # compiled once, not op by op
+same_key = [forward(dropout_jax, X_train_np, jax.random.fold_in(dropout_key, 0)) for _ in range(2)]
+next_key = forward(dropout_jax, X_train_np, jax.random.fold_in(dropout_key, 1))
 
 # %%
 # Check: one key, one mask; the next step's key, another mask; in inference mode the JAX
@@ -502,8 +507,8 @@ print(same_rows_torch)
 # JAX
 same_rows = jnp.repeat(X_train_np[:1], 4, axis=0)
 example_keys = jax.random.split(jax.random.key(1), 4)
-per_example_masks = jax.vmap(lambda x, key: dropout_jax(x, key=key))(same_rows, example_keys)
-one_mask = jax.vmap(lambda x, key: dropout_jax(x, key=key), in_axes=(0, None))(same_rows, example_keys[0])
+per_example_masks = jax.jit(jax.vmap(lambda x, key: dropout_jax(x, key=key)))(same_rows, example_keys)
+one_mask = jax.jit(jax.vmap(lambda x, key: dropout_jax(x, key=key), in_axes=(0, None)))(same_rows, example_keys[0])
 print(per_example_masks)
 print(one_mask)
 

@@ -460,7 +460,8 @@ def example_loss(params, x, y):
     return optax.softmax_cross_entropy_with_integer_labels(eqx.combine(params, static)(x), y)
 
 
-per_example = jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0))(params0, X_toy[first_rows], y_toy[first_rows])
+per_example_grad = jax.jit(jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0)))
+per_example = per_example_grad(params0, X_toy[first_rows], y_toy[first_rows])
 
 # PyTorch: one backward pass per example
 torch.manual_seed(0)
