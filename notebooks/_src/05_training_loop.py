@@ -208,7 +208,8 @@ assert_same(fm.cross_entropy(logits_np, labels_np), optax_loss)
 # The old parameters and optimizer state are not needed once the step has returned new ones,
 # so the step *donates* them (`donate_argnums`, notebook 01): XLA may write the new values into
 # their buffers instead of allocating new ones every step. The arrays passed in are then
-# deleted; the loop only ever uses the returned ones.
+# deleted; the loop only ever uses the returned ones. (So is the model they were partitioned
+# from: `eqx.partition` does not copy, and `model_jax` shares the donated buffers.)
 
 # %%
 # JAX, with Optax
@@ -247,6 +248,7 @@ for key, value in fm.state_dict(model_hand).items():
     assert_same(value, model.state_dict()[key])
 if jax.default_backend() in ("cpu", "gpu"):
     assert all(leaf.is_deleted() for leaf in jax.tree.leaves(old_params))
+    assert model_jax.layers[0].weight.is_deleted()  # the partitioned model shared the first step's buffers
 
 # %% [markdown]
 # ### `float(loss)` waits for the device

@@ -333,8 +333,8 @@ ddp_final = torch.load(os.path.join(scratch, "ddp_final.pth"), weights_only=True
 #
 # One argument needs a word: `axis_types=(AxisType.Auto,)`. In the JAX versions this notebook
 # runs on (0.10 and 0.12), `jax.make_mesh` makes *explicit* axes by default, where the sharding
-# is part of every array's type and some operations (Optax's cross-entropy, among them, on
-# JAX 0.12) must be told the sharding of their result. With `Auto` axes the compiler works the
+# is part of every array's type and some operations must be told the sharding of their result
+# (the gradient of Optax's cross-entropy, for one, on JAX 0.12). With `Auto` axes the compiler works the
 # shardings out by itself from the inputs', which is all data parallelism needs.
 #
 # To compare with DDP, the batches replay DDP's global batches: batch *k* is rank 0's batch *k*
