@@ -9,7 +9,7 @@ and keep its source in step: `jupytext --sync` or `jupytext --to py:percent`.
 
 ```
 python notebooks/_build.py            # build and run every notebook
-python notebooks/_build.py 02 05      # only the notebooks whose names start with these
+python notebooks/_build.py 02 05      # only the notebooks whose names start with these (05: 05 and 05b)
 python notebooks/_build.py --check    # exit 1 if a stored notebook's cells differ from its source
 ```
 
@@ -18,6 +18,7 @@ python notebooks/_build.py --check    # exit 1 if a stored notebook's cells diff
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 import time
@@ -33,9 +34,12 @@ CELL_TIMEOUT = 600  # seconds; only so a broken cell cannot hang, never a limit 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
+NAME = re.compile(r"\d\d[a-z]?_\w+")  # 05_training_loop, and 05b_... for a notebook that continues 05
+
+
 def sources() -> list[Path]:
-    """The notebook sources, in order."""
-    return sorted(SOURCES.glob("[0-9][0-9]_*.py"))
+    """The notebook sources, in order (05_..., then 05b_..., then 06_...)."""
+    return sorted(path for path in SOURCES.glob("[0-9][0-9]*.py") if NAME.fullmatch(path.stem))
 
 
 def parse(path: Path) -> list[tuple[str, str]]:

@@ -25,6 +25,7 @@ NAMES = [
     "03_multilayer_networks",
     "04_data_loaders",
     "05_training_loop",
+    "05b_jit_vmap_and_debugging",
     "06_saving_and_loading",
     "07_gpus_and_data_parallel",
     "08_exercises",
@@ -43,7 +44,7 @@ build = load_build()
 
 
 def test_every_notebook_is_listed():
-    assert sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) == NAMES
+    assert sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]*.ipynb")) == NAMES
     assert [p.stem for p in build.sources()] == NAMES
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import jax
+import jax.numpy as jnp
 import fundamentals as fm
 from fundamentals.testing import assert_same
 
@@ -29,7 +30,11 @@ plt.rcParams["figure.dpi"] = 80
 #
 # In JAX the forward pass becomes a function of the values it depends on. The parameters come
 # first, because `jax.grad` differentiates with respect to the first argument unless told
-# otherwise. (`fm.logistic_regression_loss` is this same function, in the library.)
+# otherwise. `torch.sigmoid` is `jax.nn.sigmoid`; the loss is written out in `jax.numpy`,
+# with PyTorch's clamp of each log at −100 (so that a probability of exactly 0 or 1 gives a
+# loss of 100, not infinity). What `fm` does for you: `fm.binary_cross_entropy(a, y)` is that
+# last line with PyTorch's argument checks, and `fm.logistic_regression_loss` the whole
+# function ([source](../fundamentals/losses.py)).
 
 # %%
 # PyTorch (the book)
@@ -48,10 +53,11 @@ print(loss)
 def loss_fn(w1, b, x1, y):
     z = x1 * w1 + b
     a = jax.nn.sigmoid(z)
-    return fm.binary_cross_entropy(a, y)
+    log_a, log_not_a = jnp.maximum(jnp.log(a), -100.0), jnp.maximum(jnp.log1p(-a), -100.0)
+    return -jnp.mean(y * log_a + (1 - y) * log_not_a)  # F.binary_cross_entropy(a, y)
 
 
-y_jax, x1_jax, w1_jax, b_jax = fm.tensor([1.0]), fm.tensor([1.1]), fm.tensor([2.2]), fm.tensor([0.0])
+y_jax, x1_jax, w1_jax, b_jax = jnp.array([1.0]), jnp.array([1.1]), jnp.array([2.2]), jnp.array([0.0])
 loss_jax = loss_fn(w1_jax, b_jax, x1_jax, y_jax)
 print(loss_jax)
 
@@ -60,6 +66,12 @@ print(loss_jax)
 assert_same(loss_jax, loss)
 assert abs(float(loss_jax) - 0.0852) < 5e-5
 assert_same(fm.logistic_regression_loss(w1_jax, b_jax, x1_jax, y_jax), loss)
+assert_same(fm.binary_cross_entropy(jax.nn.sigmoid(x1_jax * w1_jax + b_jax), y_jax), loss)
+# the clamp: a certain, wrong prediction costs 100 in both, not infinity
+certain = jnp.array([0.0, 1.0])
+assert_same(-jnp.mean(jnp.array([1.0, 0.0]) * jnp.maximum(jnp.log(certain), -100.0)
+                      + jnp.array([0.0, 1.0]) * jnp.maximum(jnp.log1p(-certain), -100.0)),
+            F.binary_cross_entropy(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])))
 
 # %% [markdown]
 # ## The computation graph (figure A.7)
@@ -70,8 +82,9 @@ assert_same(fm.logistic_regression_loss(w1_jax, b_jax, x1_jax, y_jax), loss)
 # of the operation that made it, and we can walk that chain from the loss.
 #
 # JAX makes the graph explicit instead: `jax.make_jaxpr` runs the function once with abstract
-# values and returns its program, one primitive operation per line. `fm.computation_graph`
-# returns that program as text and as a graph.
+# values and returns its program, one primitive operation per line. What `fm` does for you:
+# `fm.computation_graph` returns that program as text and as a graph
+# ([source](../fundamentals/autograd.py)).
 
 # %%
 # PyTorch: the graph autograd recorded
@@ -101,13 +114,14 @@ show(loss.grad_fn)
 
 # %%
 # JAX: the graph jax.make_jaxpr traced
-graph = fm.computation_graph(loss_fn, w1_jax, b_jax, x1_jax, y_jax)
-print(graph.text)
+print(jax.make_jaxpr(loss_fn)(w1_jax, b_jax, x1_jax, y_jax))
+graph = fm.computation_graph(loss_fn, w1_jax, b_jax, x1_jax, y_jax)  # the same program, as data for the picture
 
 # %%
 # Check: both graphs start with mul, add, sigmoid. PyTorch records binary_cross_entropy as one
 # node with a hand-written backward; JAX traces it down to primitives (log, the clamp at -100, ...).
 jax_ops = [eqn.primitive.name for eqn in graph.jaxpr.jaxpr.eqns]
+assert jax_ops == [eqn.primitive.name for eqn in jax.make_jaxpr(loss_fn)(w1_jax, b_jax, x1_jax, y_jax).jaxpr.eqns]
 assert torch_ops == ["BinaryCrossEntropyBackward0", "SigmoidBackward0", "AddBackward0", "MulBackward0"]
 assert jax_ops[:3] == ["mul", "add", "logistic"]
 assert {"log", "log1p", "max"} <= set(jax_ops)
@@ -201,7 +215,7 @@ assert_same(loss_value, loss)
 try:
     loss.backward()
 except RuntimeError as error:
-    print("RuntimeError:", str(error)[:70], "...")
+    print(type(error).__name__ + ":", str(error).split(". ")[0] + ".")  # its first sentence
 loss = F.binary_cross_entropy(torch.sigmoid(x1 * w1 + b), y)
 loss.backward()
 print(w1.grad, b.grad)  # twice the gradient: it accumulated
@@ -242,3 +256,108 @@ backward_ops = [eqn.primitive.name for eqn in backward.jaxpr.eqns]
 assert backward_ops[:3] == ["mul", "add", "logistic"] and len(backward_ops) > len(jax_ops)
 for compiled, eager in zip(jax.jit(grad_fn)(w1_jax, b_jax, x1_jax, y_jax), first):
     assert_same(compiled, eager)
+
+# %% [markdown]
+# ## Beyond `grad`: `.detach()`, second derivatives, vector-Jacobian products
+#
+# ### `.detach()` is `jax.lax.stop_gradient`
+#
+# PyTorch's `t.detach()` gives the same values cut off from the graph: no gradient flows
+# through it. JAX's `jax.lax.stop_gradient(x)` does the same inside a function: the value is
+# used, its derivative is taken as zero. Below, `w * w.detach()` has derivative `w`, not `2w`.
+
+# %%
+# PyTorch
+w = torch.tensor([3.0], requires_grad=True)
+(w * w.detach()).sum().backward()
+print(w.grad)
+
+# %%
+# JAX
+stopped = jax.grad(lambda w: (w * jax.lax.stop_gradient(w)).sum())(jnp.array([3.0]))
+print(stopped)
+
+# %%
+# Check: PyTorch, JAX and the analytic value d/dw (w * c) = c = 3, against d/dw (w * w) = 6
+assert_same(stopped, w.grad)
+assert float(stopped[0]) == 3.0 and float(jax.grad(lambda w: (w * w).sum())(jnp.array([3.0]))[0]) == 6.0
+
+# %% [markdown]
+# ### A gradient of a gradient: `jax.grad(jax.grad(f))`, `jax.hessian`
+#
+# In PyTorch a second derivative needs `create_graph=True`, so that the backward pass is
+# itself recorded and can be differentiated. In JAX `jax.grad(f)` is a function like any
+# other, so `jax.grad(jax.grad(f))` is the second derivative, and `jax.hessian(f)` the matrix
+# of all second derivatives. For the loss above, d²loss / dw1² = a (1 − a) x1².
+
+# %%
+# PyTorch
+w1 = torch.tensor([2.2], requires_grad=True)
+loss = F.binary_cross_entropy(torch.sigmoid(x1 * w1 + b.detach()), y)
+(first_torch,) = grad(loss, w1, create_graph=True)  # keep the backward pass differentiable
+(second_torch,) = grad(first_torch.sum(), w1)
+hessian_torch = torch.autograd.functional.hessian(
+    lambda w: F.binary_cross_entropy(torch.sigmoid(x1 * w + b.detach()), y), w1.detach())
+print(second_torch, hessian_torch)
+
+# %%
+# JAX
+def loss_of_w1(w1):
+    return loss_fn(w1, b_jax, x1_jax, y_jax)
+
+
+second_jax = jax.grad(lambda w: jax.grad(loss_of_w1)(w).sum())(w1_jax)
+hessian_jax = jax.hessian(loss_of_w1)(w1_jax)
+print(second_jax, hessian_jax)
+
+# %%
+# Check: PyTorch, JAX and the analytic second derivative agree
+assert_same(second_jax, second_torch)
+assert_same(hessian_jax, hessian_torch)
+a_value = jax.nn.sigmoid(x1_jax * w1_jax + b_jax)
+assert_same(second_jax, a_value * (1 - a_value) * x1_jax**2)
+
+# %% [markdown]
+# ### `backward(gradient=v)` is `jax.vjp`
+#
+# `jax.grad` needs a function with one number as its output. For a function with many
+# outputs, reverse-mode differentiation computes a *vector-Jacobian product* vᵀJ: PyTorch's
+# `out.backward(gradient=v)`, JAX's `jax.vjp`, which runs the forward pass and returns the
+# output and a function that maps v to vᵀJ. (`jax.grad(f)` is `jax.vjp` with v = 1.) Here
+# f(w) = sigmoid(x · w) for three inputs at once, whose Jacobian is diagonal: vᵀJ = v · a (1 − a) · x.
+
+# %%
+# PyTorch
+x3, v = torch.tensor([1.1, -0.5, 2.0]), torch.tensor([1.0, 0.5, -2.0])
+w3 = torch.tensor([2.2, 2.2, 2.2], requires_grad=True)
+out3 = torch.sigmoid(x3 * w3)
+out3.backward(gradient=v)
+print(out3, w3.grad)
+
+# %%
+# JAX
+x3_jax, v_jax = jnp.array([1.1, -0.5, 2.0]), jnp.array([1.0, 0.5, -2.0])
+out3_jax, pullback = jax.vjp(lambda w: jax.nn.sigmoid(x3_jax * w), jnp.array([2.2, 2.2, 2.2]))
+(vjp_jax,) = pullback(v_jax)
+print(out3_jax, vjp_jax)
+
+# %%
+# Check: PyTorch, JAX and the analytic vᵀJ
+assert_same(out3_jax, out3)
+assert_same(vjp_jax, w3.grad)
+assert_same(vjp_jax, v_jax * out3_jax * (1 - out3_jax) * x3_jax)
+
+# %% [markdown]
+# ## Summary
+#
+# | PyTorch | JAX |
+# |---|---|
+# | `torch.sigmoid(z)` | `jax.nn.sigmoid(z)` |
+# | `F.binary_cross_entropy(a, y)` | the clamped logs in `jax.numpy`, or `fm.binary_cross_entropy(a, y)` |
+# | `requires_grad=True`, `loss.backward()`, `w.grad` | `jax.grad(loss_fn, argnums=0)(w, ...)` returns the gradient |
+# | `grad(loss, [w, b])` | `jax.grad(loss_fn, argnums=(0, 1))`; `jax.value_and_grad` for the loss too |
+# | `optimizer.zero_grad()` | nothing: gradients are returned, never accumulated |
+# | `t.detach()` | `jax.lax.stop_gradient(t)` |
+# | `grad(..., create_graph=True)` twice, `torch.autograd.functional.hessian` | `jax.grad(jax.grad(f))`, `jax.hessian(f)` |
+# | `out.backward(gradient=v)` | `out, pullback = jax.vjp(f, w)`; `pullback(v)` |
+# | the recorded graph (`loss.grad_fn`) | `jax.make_jaxpr(f)(*args)`; `fm.computation_graph` |

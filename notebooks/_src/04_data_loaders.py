@@ -13,6 +13,7 @@
 # with a `sampler`.
 
 # %%
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import jax
@@ -22,6 +23,8 @@ from fundamentals.testing import assert_same
 torch.set_num_threads(1)
 jax.config.update("jax_default_matmul_precision", "highest")  # full float32 on GPUs too (not TF32)
 np.set_printoptions(precision=4, suppress=True)  # print arrays to PyTorch's 4 digits
+# %config InlineBackend.figure_formats = ["png"]
+plt.rcParams["figure.dpi"] = 80
 
 
 def row_indices(batch_features, features):
@@ -136,6 +139,52 @@ for idx, (x, y) in enumerate(train_loader):
 print("rows:", torch_order)
 torch_batches_full = list(torch_batches)  # (kept for a later check)
 
+# %% [markdown]
+# ### In plain JAX: an epoch iterator from a key
+#
+# For data that fits in memory a loader is a few lines of JAX. One key for the whole run,
+# `jax.random.fold_in(key, epoch)` for each epoch's permutation, then slices of it: a new order
+# every epoch, the same orders for the same key, and nothing else can move them. Here it is,
+# with the book's `batch_size=2` and `drop_last`.
+
+# %%
+# JAX, plain
+def epoch_batches(key, epoch, X, y, batch_size, drop_last=False):
+    order = jax.random.permutation(jax.random.fold_in(key, epoch), len(X))
+    stop = len(X) - len(X) % batch_size if drop_last else len(X)
+    for start in range(0, stop, batch_size):
+        rows = order[start:start + batch_size]
+        yield X[rows], y[rows]
+
+
+data_key = jax.random.key(123)
+for epoch in range(2):
+    print(f"epoch {epoch}:", [row_indices(x, X_train_np) for x, _ in epoch_batches(data_key, epoch, X_train_np, y_train_np, 2)])
+
+# %%
+# Check: PyTorch's shape of an epoch (2, 2, then 1; or 2, 2 with drop_last); every row once;
+# the same key and epoch give the same order, the next epoch another one
+plain_epochs = [[i for x, _ in epoch_batches(data_key, e, X_train_np, y_train_np, 2) for i in row_indices(x, X_train_np)]
+                for e in range(3)]
+assert [len(y) for _, y in epoch_batches(data_key, 0, X_train_np, y_train_np, 2)] == [len(y) for _, y in torch_batches]
+assert [len(y) for _, y in epoch_batches(data_key, 0, X_train_np, y_train_np, 2, drop_last=True)] == [2, 2]
+assert all(sorted(order) == [0, 1, 2, 3, 4] for order in plain_epochs)
+assert plain_epochs[0] == [i for x, _ in epoch_batches(jax.random.key(123), 0, X_train_np, y_train_np, 2)
+                           for i in row_indices(x, X_train_np)]
+assert len({tuple(order) for order in plain_epochs}) > 1
+for x, y in epoch_batches(data_key, 0, X_train_np, y_train_np, 2):
+    assert_same(x, X_train[row_indices(x, X_train_np)])
+    assert_same(y, y_train[row_indices(x, X_train_np)])
+
+# %% [markdown]
+# ### With `fundamentals`
+#
+# What `fm` does for you: `fm.DataLoader` ([source](../fundamentals/data.py)) takes PyTorch's
+# arguments and rules (any dataset class with `__len__` and `__getitem__`, samplers, workers,
+# `drop_last`, the argument checks). Its shuffle comes from its own NumPy generator, seeded by
+# `seed=`, so its order differs from PyTorch's; to compare batch by batch we replay PyTorch's
+# order through a `sampler`.
+
 # %%
 # JAX: its own shuffle (seed=123), then PyTorch's order replayed through a sampler
 train_loader_jax = fm.DataLoader(train_ds_jax, batch_size=2, shuffle=True, seed=123, num_workers=0)
@@ -229,6 +278,59 @@ print(first_epoch_again)  # a new loader, seed 123: the first epoch again
 assert sum(first_epoch_again, []) == jax_order
 
 # %% [markdown]
+# The same as a picture: four epochs of the book's loader (`batch_size=2`, `shuffle=True`, 5
+# rows) in both libraries, one row per epoch, each cell the index of a dataset row, coloured by
+# that row, the batches boxed. With `drop_last=True` the faded fifth cell would not be seen.
+
+# %%
+def epoch_grid(loader, features, epochs=4):
+    """Rows: epochs; entries: the dataset indices in the order the loader gives them."""
+    return np.array([[i for x, _ in loader for i in row_indices(x, features)] for _ in range(epochs)])
+
+
+def draw_grid(ax, grid, colours, title, batch_size=None, dimmed=()):
+    """One cell per index: its number on a colour chosen by `colours` (a grid of the same shape)."""
+    palette = plt.get_cmap("tab10")
+    for (epoch, position), value in np.ndenumerate(grid):
+        faded = position in dimmed
+        ax.add_patch(plt.Rectangle((position, epoch), 1, 1, facecolor=palette(colours[epoch, position]),
+                                   alpha=0.25 if faded else 0.85, edgecolor="white"))
+        ax.text(position + 0.5, epoch + 0.5, str(value), ha="center", va="center", fontsize=11,
+                color="#374151" if faded else "white", fontweight="bold")
+    if batch_size:
+        for epoch in range(grid.shape[0]):
+            for start in range(0, grid.shape[1], batch_size):
+                width = min(batch_size, grid.shape[1] - start)
+                ax.add_patch(plt.Rectangle((start + 0.04, epoch + 0.06), width - 0.08, 0.88, fill=False,
+                                           edgecolor="#111827", linewidth=1.5))
+    ax.set_xlim(0, grid.shape[1])
+    ax.set_ylim(grid.shape[0], 0)
+    ax.set_xticks(np.arange(grid.shape[1]) + 0.5, [str(k) for k in range(grid.shape[1])])
+    ax.set_yticks(np.arange(grid.shape[0]) + 0.5, [f"epoch {e}" for e in range(grid.shape[0])])
+    ax.set_xlabel("position in the epoch")
+    ax.tick_params(length=0)
+    ax.set_title(title, fontsize=10)
+
+
+torch.manual_seed(123)
+torch_grid = epoch_grid(DataLoader(train_ds, batch_size=2, shuffle=True), X_train)
+jax_grid = epoch_grid(fm.DataLoader(train_ds_jax, batch_size=2, shuffle=True, seed=123), X_train_np)
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+draw_grid(axes[0], torch_grid, torch_grid, "PyTorch DataLoader, torch.manual_seed(123)", batch_size=2, dimmed=(4,))
+draw_grid(axes[1], jax_grid, jax_grid, "fm.DataLoader(..., seed=123)", batch_size=2, dimmed=(4,))
+fig.suptitle("Each epoch a new permutation of the 5 rows, cut into batches of 2 (faded: the batch drop_last drops)", fontsize=10)
+fig.tight_layout()
+plt.show()
+
+# %%
+# Check: in both libraries every epoch is a permutation of the five rows, and the epochs differ;
+# the first epoch of the pictured loader is the seed-123 epoch checked above
+for grid in (torch_grid, jax_grid):
+    assert all(sorted(row) == [0, 1, 2, 3, 4] for row in grid.tolist())
+    assert len({tuple(row) for row in grid.tolist()}) > 1
+assert jax_grid[0].tolist() == jax_order
+
+# %% [markdown]
 # ## Explicit randomness
 #
 # PyTorch's loader draws its shuffle from the global generator, so anything else that draws a
@@ -266,44 +368,6 @@ print(plain_jax)
 # Check
 assert plain != disturbed and plain != after_test
 assert plain_jax == jax_order
-
-# %% [markdown]
-# ## The same in plain JAX: an epoch iterator from a key
-#
-# For data that fits in memory a loader is a few lines of JAX. One key for the whole run,
-# `jax.random.fold_in(key, epoch)` for each epoch's permutation, then slices of it: a new order
-# every epoch, the same orders for the same key, and nothing else can move them. Here it is,
-# with the book's `batch_size=2` and `drop_last` (`fm.DataLoader` adds samplers, workers, any
-# dataset class and the argument checks).
-
-# %%
-# JAX, plain
-def epoch_batches(key, epoch, X, y, batch_size, drop_last=False):
-    order = jax.random.permutation(jax.random.fold_in(key, epoch), len(X))
-    stop = len(X) - len(X) % batch_size if drop_last else len(X)
-    for start in range(0, stop, batch_size):
-        rows = order[start:start + batch_size]
-        yield X[rows], y[rows]
-
-
-data_key = jax.random.key(123)
-for epoch in range(2):
-    print(f"epoch {epoch}:", [row_indices(x, X_train_np) for x, _ in epoch_batches(data_key, epoch, X_train_np, y_train_np, 2)])
-
-# %%
-# Check: PyTorch's shape of an epoch (2, 2, then 1; or 2, 2 with drop_last); every row once;
-# the same key and epoch give the same order, the next epoch another one
-plain_epochs = [[i for x, _ in epoch_batches(data_key, e, X_train_np, y_train_np, 2) for i in row_indices(x, X_train_np)]
-                for e in range(3)]
-assert [len(y) for _, y in epoch_batches(data_key, 0, X_train_np, y_train_np, 2)] == [len(y) for _, y in torch_batches_full]
-assert [len(y) for _, y in epoch_batches(data_key, 0, X_train_np, y_train_np, 2, drop_last=True)] == [2, 2]
-assert all(sorted(order) == [0, 1, 2, 3, 4] for order in plain_epochs)
-assert plain_epochs[0] == [i for x, _ in epoch_batches(jax.random.key(123), 0, X_train_np, y_train_np, 2)
-                           for i in row_indices(x, X_train_np)]
-assert len({tuple(order) for order in plain_epochs}) > 1
-for x, y in epoch_batches(data_key, 0, X_train_np, y_train_np, 2):
-    assert_same(x, X_train[row_indices(x, X_train_np)])
-    assert_same(y, y_train[row_indices(x, X_train_np)])
 
 # %% [markdown]
 # ## `num_workers`
@@ -403,3 +467,58 @@ for sampler_type in (DistributedSampler, fm.DistributedSampler):
     epoch0 = list(sampler)
     sampler.set_epoch(1)
     assert list(sampler) != epoch0
+
+# %% [markdown]
+# ### Who gets which row: a picture
+#
+# The rule, in both libraries: each epoch one permutation of the indices (from `seed + epoch`),
+# padded with its own first entries to a multiple of `num_replicas`, then dealt out like cards:
+# rank `r` takes positions `r, r + num_replicas, ...`. Below, the 5 rows over 2 ranks for three
+# epochs: each cell is a dataset index, coloured by the rank that loads it; the faded cell is
+# the padding, a row that one rank sees twice in that epoch. The permutations differ between
+# the libraries (different generators), the dealing does not.
+
+# %%
+def dealt(sampler_type, dataset, num_replicas, epochs=3):
+    """(indices in dealing order, the rank of each) per epoch, rebuilt from what each rank's sampler yields."""
+    indices, ranks = [], []
+    for epoch in range(epochs):
+        per_rank = []
+        for rank in range(num_replicas):
+            sampler = sampler_type(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=0)
+            sampler.set_epoch(epoch)
+            per_rank.append(list(sampler))
+        order = [per_rank[rank][k] for k in range(len(per_rank[0])) for rank in range(num_replicas)]
+        indices.append(order)
+        ranks.append([position % num_replicas for position in range(len(order))])
+    return np.array(indices), np.array(ranks)
+
+
+torch_dealt, torch_ranks = dealt(DistributedSampler, train_ds, 2)
+jax_dealt, jax_ranks = dealt(fm.DistributedSampler, train_ds_jax, 2)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+draw_grid(axes[0], torch_dealt, torch_ranks, "torch DistributedSampler(num_replicas=2, seed=0)", dimmed=(5,))
+draw_grid(axes[1], jax_dealt, jax_ranks, "fm.DistributedSampler(num_replicas=2, seed=0)", dimmed=(5,))
+handles = [plt.Rectangle((0, 0), 1, 1, color=plt.get_cmap("tab10")(rank)) for rank in range(2)]
+fig.legend(handles, ["rank 0", "rank 1"], loc="lower center", ncol=2, frameon=False)
+fig.suptitle("Three epochs of 5 rows dealt to 2 ranks (faded: the padding, a repeat of the epoch's first row)", fontsize=10)
+fig.tight_layout(rect=(0, 0.07, 1, 1))
+plt.show()
+
+# %%
+# Check: in both libraries each epoch deals a permutation of the 5 rows plus one repeat of its
+# first, alternating between the ranks; each rank gets 3; a new epoch, a new permutation
+for indices, ranks in ((torch_dealt, torch_ranks), (jax_dealt, jax_ranks)):
+    for order, owners in zip(indices.tolist(), ranks.tolist()):
+        assert sorted(order[:5]) == [0, 1, 2, 3, 4] and order[5] == order[0]
+        assert owners == [0, 1, 0, 1, 0, 1]
+    assert len({tuple(order) for order in indices.tolist()}) > 1
+
+# %% [markdown]
+# ## Where to go next: Grain
+#
+# [Grain](https://github.com/google/grain) is a library for loading data to train JAX models:
+# data sources read by index (record files too large for memory), transformations run in
+# worker processes, deterministic order, and an iterator whose state goes into a checkpoint,
+# so that a run stopped mid-epoch resumes with the same batches. `fm.DataLoader` keeps
+# PyTorch's interface and its datasets instead, for the book's code as it is written.

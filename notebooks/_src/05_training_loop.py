@@ -2,17 +2,18 @@
 # # A.7 A typical training loop
 #
 # The book trains its network on the toy data for three epochs with SGD and prints six losses:
-# 0.75, 0.65, 0.44, 0.13, 0.03, 0.00. Here the same run happens three times: in PyTorch (the
-# book's listing A.9), in JAX written out by hand, and with `fm.fit`. The JAX runs start from
-# PyTorch's initial weights and see PyTorch's batches in PyTorch's order, so every loss agrees
-# to 1e-5.
+# 0.75, 0.65, 0.44, 0.13, 0.03, 0.00. Here the same run happens in PyTorch (the book's listing
+# A.9), then in JAX four ways: SGD by hand in plain JAX, with Optax, in Equinox's own idiom
+# (`eqx.filter_jit`), and with `fm.fit`. The JAX runs start from PyTorch's initial weights and
+# see PyTorch's batches in PyTorch's order, so every loss agrees to 1e-5.
 #
-# What changes in JAX: the model is split into its arrays and the rest; one pure function
-# computes the loss and the gradients and applies the optimizer update, returning new
-# parameters; `jax.jit` compiles that function. There is no `zero_grad()` (nothing
-# accumulates), no `backward()` or `.grad` (the gradient is a return value), no `step()` (Optax
-# returns the update) and no `model.train()` / `model.eval()` (an Equinox model has no mode; that
-# is Equinox's design, and Flax NNX models do have `train()` / `eval()`).
+# What changes in JAX: one pure function computes the loss and the gradients and applies the
+# update, returning new parameters; `jax.jit` compiles that function. There is no
+# `zero_grad()` (nothing accumulates), no `backward()` or `.grad` (the gradient is a return
+# value), no `step()` (the update is a return value too) and no `model.train()` /
+# `model.eval()` (an Equinox model has no mode; that is Equinox's design: Flax NNX models have
+# `train()` / `eval()` and views, notebook 03). What `jax.jit` does when it compiles, and what
+# makes it compile again, is notebook 05b.
 
 # %%
 import copy
@@ -143,27 +144,23 @@ assert [round(value, 2) for value in torch_losses] == [0.75, 0.65, 0.44, 0.13, 0
 print("batch rows per epoch:", torch_orders)
 
 # %% [markdown]
-# ## The same loop in JAX, written out
+# ## The same loop in plain JAX: SGD by hand
 #
-# `eqx.partition` splits the model into `params` (its floating-point arrays, what the
-# optimizer changes) and `static` (the rest: the structure, the activation functions).
-# `train_step` is a pure function: it takes parameters, optimizer state and a batch, and
-# returns new parameters, new optimizer state and the loss. `jax.jit` compiles it on the first
-# call; later calls run the compiled program as long as the arguments keep their shapes and
-# dtypes (and static arguments their values). Anything else traces and compiles again: see
-# the next section.
+# `eqx.partition` splits the model into `params` (its arrays, what training changes) and
+# `static` (the rest: the structure, the activation functions); `eqx.combine` joins them again.
+# The loss is a function of `params`; `jax.value_and_grad` returns the loss and its gradient,
+# a pytree of the same shape as `params` (PyTorch's `loss.backward()` and the `.grad` of every
+# parameter). SGD is one line, `p - lr * g` for every leaf, which `jax.tree.map` applies over
+# the two trees (PyTorch's `optimizer.step()`). `jax.jit` compiles the whole step.
 #
 # The loss is Optax's `softmax_cross_entropy_with_integer_labels`, one value per example,
-# averaged as `F.cross_entropy` does (`fm.cross_entropy` is the same with PyTorch's argument
-# checks). The batches come from `fm.DataLoader` with a sampler that replays PyTorch's order.
+# averaged as `F.cross_entropy` does. The batches come from `fm.DataLoader` with a sampler that
+# replays PyTorch's order (notebook 04).
 
 # %%
-# JAX
+# JAX, plain: no optimizer library
 model_jax = fm.load_state_dict(fm.NeuralNetwork(2, 2, key=jax.random.key(123)), initial_state)
-optimizer_jax = optax.sgd(learning_rate=0.5)
-
-params, static = eqx.partition(model_jax, eqx.is_inexact_array)
-opt_state = optimizer_jax.init(params)
+params, static = eqx.partition(model_jax, eqx.is_array)
 
 
 def loss_fn(params, features, labels):
@@ -172,29 +169,27 @@ def loss_fn(params, features, labels):
 
 
 @jax.jit
-def train_step(params, opt_state, features, labels):
+def sgd_step(params, features, labels):
     loss, grads = jax.value_and_grad(loss_fn)(params, features, labels)  # loss.backward()
-    updates, opt_state = optimizer_jax.update(grads, opt_state, params)  # optimizer.step() ...
-    params = optax.apply_updates(params, updates)                        # ... returns new values
-    return params, opt_state, loss
+    params = jax.tree.map(lambda p, g: p - 0.5 * g, params, grads)      # optimizer.step(), lr=0.5
+    return params, loss
 
 
 replay_loader = fm.DataLoader(train_ds_jax, batch_size=2, sampler=ReplaySampler(torch_orders), drop_last=True)
-hand_losses = []
+sgd_losses = []
 for epoch in range(num_epochs):
     replay_loader.sampler.set_epoch(epoch)
     for batch_idx, (features, labels) in enumerate(replay_loader):
-        params, opt_state, loss = train_step(params, opt_state, features, labels)
+        params, loss = sgd_step(params, features, labels)
         print(f"Epoch: {epoch+1:03d}/{num_epochs:03d}"
               f" | Batch {batch_idx:03d}/{len(replay_loader):03d}"
               f" | Train Loss: {loss:.2f}")
-        hand_losses.append(float(loss))
-model_hand = eqx.combine(params, static)
+        sgd_losses.append(float(loss))
 
 # %%
 # Check: every loss and every trained weight agree with PyTorch's; Optax's loss is F.cross_entropy's and fm's
-assert_same(hand_losses, torch_losses, same_dtype=False)  # Python floats on both sides
-for key, value in fm.state_dict(model_hand).items():
+assert_same(sgd_losses, torch_losses, same_dtype=False)  # Python floats on both sides
+for key, value in fm.state_dict(eqx.combine(params, static)).items():
     assert_same(value, model.state_dict()[key])
 logits_np = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
 labels_np = np.array([0, 2, 1, 1, 0])
@@ -203,77 +198,131 @@ assert_same(optax_loss, F.cross_entropy(torch.from_numpy(logits_np), torch.from_
 assert_same(fm.cross_entropy(logits_np, labels_np), optax_loss)
 
 # %% [markdown]
-# ## What `jax.jit` does: tracing, recompiling, static arguments
+# ## With an Optax optimizer, and donated buffers
 #
-# `jax.jit` does not run your Python function on every call. On the first call it *traces* it:
-# runs the Python once with abstract arrays that have only a shape and a dtype, records the
-# operations, and compiles them. A `print` inside therefore runs once, at trace time, and
-# shows an abstract value, not numbers (`jax.debug.print` prints on every call). Later calls
-# with arguments of the same shapes and dtypes reuse the compiled program. A new shape is a
-# new program: without `drop_last`, the last batch of each epoch holds one row, and the step
-# compiles a second time for it, once.
+# Optax turns the hand-written update into an optimizer object: `optimizer.init(params)` makes
+# its state (empty for plain SGD, the velocities for momentum, the moments for Adam) and
+# `optimizer.update(grads, opt_state, params)` returns the updates and the new state, which
+# `optax.apply_updates` adds to the parameters. Swapping SGD for Adam changes one line.
+#
+# The old parameters and optimizer state are not needed once the step has returned new ones,
+# so the step *donates* them (`donate_argnums`, notebook 01): XLA may write the new values into
+# their buffers instead of allocating new ones every step. The arrays passed in are then
+# deleted; the loop only ever uses the returned ones. (So is the model they were partitioned
+# from: `eqx.partition` does not copy, and `model_jax` shares the donated buffers.)
 
 # %%
-# JAX
-traced_shapes = []
+# JAX, with Optax
+model_jax = fm.load_state_dict(fm.NeuralNetwork(2, 2, key=jax.random.key(123)), initial_state)
+optimizer_jax = optax.sgd(learning_rate=0.5)  # torch.optim.SGD(model.parameters(), lr=0.5)
+
+params, static = eqx.partition(model_jax, eqx.is_array)
+opt_state = optimizer_jax.init(params)
 
 
-def noisy_train_step(params, opt_state, features, labels):
-    print("tracing, features:", features)  # Python: runs only while tracing
-    traced_shapes.append(features.shape)
-    return train_step(params, opt_state, features, labels)
+def train_step(params, opt_state, features, labels):
+    loss, grads = jax.value_and_grad(loss_fn)(params, features, labels)  # loss.backward()
+    updates, opt_state = optimizer_jax.update(grads, opt_state, params)  # optimizer.step() ...
+    params = optax.apply_updates(params, updates)                        # ... returns new values
+    return params, opt_state, loss
 
 
-noisy_step = jax.jit(noisy_train_step)
-ragged_loader = fm.DataLoader(train_ds_jax, batch_size=2, shuffle=True, seed=123)  # batches of 2, 2, 1
-trace_params, trace_state = eqx.partition(model_jax, eqx.is_inexact_array)[0], opt_state
-for epoch in range(2):
-    print(f"epoch {epoch}:", [len(labels) for _, labels in ragged_loader])
-    for features, labels in ragged_loader:
-        trace_params, trace_state, _ = noisy_step(trace_params, trace_state, features, labels)
+train_step_jit = jax.jit(train_step, donate_argnums=(0, 1))  # params and opt_state are donated
+
+hand_losses = []
+for epoch in range(num_epochs):
+    replay_loader.sampler.set_epoch(epoch)
+    for features, labels in replay_loader:
+        old_params = params
+        params, opt_state, loss = train_step_jit(params, opt_state, features, labels)
+        hand_losses.append(loss)  # an array: no waiting for the device here (next section)
+hand_losses = [float(loss) for loss in hand_losses]
+model_hand = eqx.combine(params, static)
+print(np.round(hand_losses, 2))
+
+# %%
+# Check: the same losses and weights as PyTorch; the donated parameters are gone (the CPU
+# and GPU reuse donated buffers; a backend that cannot only warns)
+assert_same(hand_losses, torch_losses, same_dtype=False)
+for key, value in fm.state_dict(model_hand).items():
+    assert_same(value, model.state_dict()[key])
+if jax.default_backend() in ("cpu", "gpu"):
+    assert all(leaf.is_deleted() for leaf in jax.tree.leaves(old_params))
+    assert model_jax.layers[0].weight.is_deleted()  # the partitioned model shared the first step's buffers
 
 # %% [markdown]
-# A value the program's *shape* depends on cannot be abstract: `jax.nn.one_hot(labels,
-# num_classes)` needs `num_classes` as a Python int. Marking it static (`static_argnames`)
-# makes it part of the compiled program's identity: each new value compiles again, so keep
-# static arguments to a few values, and pass anything that changes every call (a step count,
-# a learning rate) as an array.
+# ### `float(loss)` waits for the device
+#
+# JAX dispatches a compiled call and returns at once, before the result exists: the loss is a
+# `jax.Array` whose value is still being computed, and Python goes on to the next batch while
+# the device works. `float(loss)`, `loss.item()`, `print(f"{loss:.2f}")` and `np.asarray(loss)`
+# all wait for it. Called every step, as in the book's loop, they make the host and the device
+# take turns, which costs most when steps are short or run on a GPU. The loop above kept the
+# losses as arrays and converted them once, at the end. (PyTorch's `loss.item()` waits for a GPU
+# the same way.)
+
+# %% [markdown]
+# ## Equinox's idiom: `eqx.filter_jit` and `eqx.filter_value_and_grad`
+#
+# Equinox's own documentation writes the step without splitting the model by hand: the model
+# itself goes in and a new model comes out. `eqx.filter_value_and_grad` differentiates with
+# respect to the model's floating-point arrays, `eqx.filter_jit` compiles with the array
+# leaves traced and every other leaf static (notebook 03), and the optimizer sees only the
+# arrays: `optimizer.init(eqx.filter(model, eqx.is_array))`. This is the first thing to write
+# when you leave this library; it works for any Equinox model, function leaves included.
 
 # %%
-# JAX
-compiled_for = []
+# JAX, Equinox's idiom
+model_eqx = fm.load_state_dict(fm.NeuralNetwork(2, 2, key=jax.random.key(123)), initial_state)
+opt_state_eqx = optimizer_jax.init(eqx.filter(model_eqx, eqx.is_array))
 
 
-def one_hot_loss(logits, labels, num_classes):
-    one_hot = jax.nn.one_hot(labels, num_classes)
-    compiled_for.append(num_classes)  # Python: runs once per compilation
-    return -(one_hot * jax.nn.log_softmax(logits)).sum(axis=1).mean()
+@eqx.filter_value_and_grad
+def compute_loss(model, features, labels):
+    logits = model(features)  # fm.NeuralNetwork takes a batch; a one-example model: jax.vmap(model)(features)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-one_hot_loss_jit = jax.jit(one_hot_loss, static_argnames="num_classes")
-for _ in range(3):
-    one_hot_value = one_hot_loss_jit(logits_np, labels_np, num_classes=3)
-try:
-    jax.jit(one_hot_loss)(logits_np, labels_np, 3)  # not static: num_classes arrives as a tracer
-except Exception as error:
-    print(type(error).__name__, str(error).splitlines()[0][:90])
-print(one_hot_value, "compiled for num_classes:", compiled_for)
+@eqx.filter_jit
+def make_step(model, opt_state, features, labels):
+    loss, grads = compute_loss(model, features, labels)
+    updates, opt_state = optimizer_jax.update(grads, opt_state, eqx.filter(model, eqx.is_array))
+    model = eqx.apply_updates(model, updates)
+    return model, opt_state, loss
+
+
+eqx_losses = []
+for epoch in range(num_epochs):
+    replay_loader.sampler.set_epoch(epoch)
+    for features, labels in replay_loader:
+        model_eqx, opt_state_eqx, loss = make_step(model_eqx, opt_state_eqx, features, labels)
+        eqx_losses.append(loss)
+print(np.round([float(loss) for loss in eqx_losses], 2))
 
 # %%
-# Check: one trace for batches of 2 and one for the last batch of 1, over two epochs; the
-# static argument compiled once for three calls; the losses agree with PyTorch's
-assert traced_shapes == [(2, 2), (1, 2)]
-assert compiled_for == [3]
-assert_same(one_hot_value, F.cross_entropy(torch.from_numpy(logits_np), torch.from_numpy(labels_np)))
+# Check: the same losses and weights as PyTorch
+assert_same([float(loss) for loss in eqx_losses], torch_losses, same_dtype=False)
+for key, value in fm.state_dict(model_eqx).items():
+    assert_same(value, model.state_dict()[key])
+
+# %% [markdown]
+# The two ways differ in cost, not in numbers. `eqx.filter_jit` splits the model into arrays
+# and the rest on every call, in Python, and in Equinox 0.13 it waits for each call to finish
+# (so that an error raised inside by `eqx.error_if` surfaces at that call); the partitioned
+# `jax.jit` step splits once, outside the loop, and returns at once. On a step as small as the
+# book's, that is a large part of the time per step (`fundamentals bench tiny` measures both).
 
 # %% [markdown]
 # ## The same training with `fm.fit`
 #
-# `fm.fit` is that loop in the library. It prints the book's log line (counting batches from 1
-# where the book counts from 0) and returns the trained model and a history. It stacks the
-# loader's batches into chunks and runs each chunk as one compiled `lax.scan` of the step (see
-# the timing at the end); an in-memory `ArrayDataset` like this one stays on the device, and
-# only the batch order crosses. The numbers are those of one call per step, bit for bit.
+# What `fm` does for you: `fm.fit` ([source](../fundamentals/train/)) is that loop in the
+# library. It prints the book's log line (counting batches from 1 where the book counts from 0)
+# and returns the trained model and a history. It stacks the loader's batches into chunks and
+# runs each chunk as one compiled `lax.scan` of the step (see the timing at the end); an
+# in-memory `ArrayDataset` like this one stays on the device, and only the batch order crosses.
+# The losses and weights are those of one jitted call per step: bit for bit in the library's
+# tests, which run on the CPU. XLA does not promise that a step inside a scan rounds exactly as
+# the same step called alone on every backend, so on a GPU expect agreement to float32 rounding.
 
 # %%
 # JAX
@@ -292,7 +341,7 @@ for key, value in fm.state_dict(model_jax).items():
 # `model.eval()` and `torch.no_grad()` have no counterpart to call: the Equinox model has no
 # mode (by Equinox's design), and nothing computes gradients unless asked. A model with dropout
 # is switched off with `eqx.nn.inference_mode(model)`, which returns a new model; `fm.predict`
-# and `fm.compute_accuracy` do that for you. (The next section trains with dropout.)
+# and `fm.compute_accuracy` do that for you. (Notebook 05b trains with dropout.)
 
 # %%
 # PyTorch (the book)
@@ -361,65 +410,6 @@ assert predictions_jax.tolist() == [0, 0, 0, 1, 1]
 assert compute_accuracy(model, train_loader) == compute_accuracy(model, test_loader) == 1.0
 assert fm.compute_accuracy(model_jax, fm.DataLoader(train_ds_jax, batch_size=2)) == 1.0
 assert fm.compute_accuracy(model_jax, test_loader_jax) == 1.0
-
-# %% [markdown]
-# ## Dropout: a new key every step
-#
-# PyTorch's `Dropout` draws its mask from the global generator, so `model.train()` is all it
-# needs. In JAX the mask comes from a key you pass in, and a key reused gives the same mask:
-# each step needs its own. `jax.random.fold_in(key, step)` derives it from one key and the
-# step number, inside the compiled step, so the step stays one program. For evaluation,
-# `eqx.nn.inference_mode(model)` turns dropout off, PyTorch's `model.eval()`; both then compute
-# the same outputs from the same weights.
-
-# %%
-# PyTorch
-torch.manual_seed(123)
-dropout_model = torch.nn.Sequential(
-    torch.nn.Linear(2, 30), torch.nn.ReLU(), torch.nn.Dropout(0.5),
-    torch.nn.Linear(30, 20), torch.nn.ReLU(), torch.nn.Dropout(0.5),
-    torch.nn.Linear(20, 2),
-)
-dropout_model.eval()
-with torch.no_grad():
-    dropout_eval = dropout_model(X_train)
-
-# %%
-# JAX
-dropout_jax = fm.NeuralNetwork(2, 2, dropout=0.5, key=jax.random.key(123))
-dropout_jax = fm.load_state_dict(dropout_jax, {f"layers.{k}": v for k, v in dropout_model.state_dict().items()})
-d_params, d_static = eqx.partition(dropout_jax, eqx.is_inexact_array)
-d_opt_state = optimizer_jax.init(d_params)
-dropout_key = jax.random.key(0)
-
-
-@jax.jit
-def dropout_step(params, opt_state, step, features, labels):
-    key = jax.random.fold_in(dropout_key, step)  # a new mask every step
-    def loss(params):
-        logits = eqx.combine(params, d_static)(features, key=key)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    value, grads = jax.value_and_grad(loss)(params)
-    updates, opt_state = optimizer_jax.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
-
-
-dropout_losses, step = [], 0
-for epoch in range(num_epochs):
-    for features, labels in train_loader_jax:
-        d_params, d_opt_state, value = dropout_step(d_params, d_opt_state, jnp.asarray(step), features, labels)
-        dropout_losses.append(float(value))
-        step += 1
-print(np.round(dropout_losses, 2))
-same_key = [dropout_jax(X_train_np, key=jax.random.fold_in(dropout_key, 0)) for _ in range(2)]
-next_key = dropout_jax(X_train_np, key=jax.random.fold_in(dropout_key, 1))
-
-# %%
-# Check: one key, one mask; the next step's key, another mask; in inference mode the JAX
-# model equals PyTorch's model in eval mode
-assert np.array_equal(same_key[0], same_key[1]) and not np.array_equal(same_key[0], next_key)
-assert_same(eqx.nn.inference_mode(dropout_jax)(X_train_np), dropout_eval)
-assert len(dropout_losses) == 6 and all(np.isfinite(dropout_losses))
 
 # %% [markdown]
 # ## The losses on one plot
@@ -496,7 +486,7 @@ assert_same(proba_grid, proba_grid_torch)
 #
 # - **PyTorch eager**: the book's loop body. Each operation is dispatched from Python, and
 #   `backward()` walks the recorded graph.
-# - **JAX, `jax.jit` per step**: `train_step` from above; one compiled call per batch.
+# - **JAX, `jax.jit` per step**: `train_step_jit` from above; one compiled call per batch.
 # - **JAX, `lax.scan` per epoch**: the same step inside `jax.lax.scan`, so a whole epoch is one
 #   compiled call and Python is out of the loop. This is what `fm.fit` runs.
 #
@@ -528,9 +518,10 @@ def torch_epoch(model, optimizer):
 
 
 def jit_epoch(params, opt_state):
+    params, opt_state = jax.tree.map(jnp.copy, (params, opt_state))  # the step donates them: keep the originals
     losses = []
     for features, labels in zip(X_batches, y_batches):
-        params, opt_state, loss = train_step(params, opt_state, features, labels)
+        params, opt_state, loss = train_step_jit(params, opt_state, features, labels)
         losses.append(loss)
     return jax.block_until_ready(jnp.stack(losses))  # JAX runs asynchronously: wait for the end
 
@@ -548,7 +539,7 @@ def scan_epoch(params, opt_state, X_batches, y_batches):
 def fresh():
     torch_model = NeuralNetwork(2, 2)
     torch_model.load_state_dict(initial_state)
-    params = eqx.partition(fm.load_state_dict(model_hand, initial_state), eqx.is_inexact_array)[0]
+    params = eqx.partition(fm.load_state_dict(model_hand, initial_state), eqx.is_array)[0]
     return torch_model, torch.optim.SGD(torch_model.parameters(), lr=0.5), params, optimizer_jax.init(params)
 
 

@@ -22,6 +22,7 @@ import optax
 import torch
 import torch.nn.functional as F
 import jax
+import jax.numpy as jnp
 import fundamentals as fm
 from fundamentals.testing import assert_same
 
@@ -100,14 +101,15 @@ assert fm.predict(model_jax, X_all.numpy()).tolist() == [0, 0, 0, 1, 1, 0, 1]
 torch.save(model.state_dict(), "model.pth")
 
 model_loaded = NeuralNetwork(2, 2)  # needs to match the original model exactly
-model_loaded.load_state_dict(torch.load("model.pth", weights_only=True))
+model_loaded.load_state_dict(torch.load("model.pth", weights_only=True));  # ";": no "<All keys matched successfully>"
 
 # %%
 # JAX, plain Equinox: the leaves of the pytree, in order, into a file; loading fills a model of the same structure
 eqx.tree_serialise_leaves("model.eqx", model_jax)
 model_eqx_loaded = eqx.tree_deserialise_leaves("model.eqx", fm.NeuralNetwork(2, 2, key=jax.random.key(0)))
 
-# JAX with fundamentals: PyTorch's keys, in a safetensors file that also records the architecture
+# JAX with fundamentals (source: fundamentals/checkpoint.py): PyTorch's keys, in a safetensors
+# file that also records the architecture
 fm.save_model(model_jax, "model.safetensors")
 model_jax_loaded = fm.load_model("model.safetensors")  # no model to fill needed
 print(model_jax_loaded)
@@ -172,7 +174,7 @@ try:
     fm.torch_load("unsafe.pth")
 except fm.TorchFileError as error:
     jax_refusal = error
-    print(type(error).__name__, str(error)[:140])
+    print(type(error).__name__ + ":", str(error).split(" (")[0])  # the message without its advice
 
 # %%
 # Check: both refuse the file (and nothing was printed by the payload); both read the safe one alike
@@ -304,13 +306,20 @@ assert "layers.0.weight" in torch_error and "layers.0.weight" in jax_error
 #
 # To continue an interrupted run exactly, a checkpoint needs more than the weights: the
 # optimizer's state (here SGD's momentum) and the state of the random generator that shuffles
-# the data. In PyTorch that generator is the global one, `torch.get_rng_state()`. With
-# `fm.fit(..., checkpoint=path)` the file holds the parameters, the optimizer state, the
-# epoch and the loader's own generator, written after every epoch; `resume=True` continues
+# the data. In PyTorch that generator is the global one, `torch.get_rng_state()`.
+#
+# In plain JAX the whole training state is one pytree, `(params, opt_state, step, key)`, and
+# `eqx.tree_serialise_leaves` writes it as it writes a model; loading needs a pytree of the
+# same structure to fill (a fresh `(params, optimizer.init(params), 0, key)` does). A typed
+# key (`jax.random.key`) is not an array of numbers, so the file holds its `key_data`, and
+# `jax.random.wrap_key_data` makes it a key again. The shuffle comes from the key as in
+# notebook 04: `jax.random.fold_in(key, epoch)` for each epoch, so the resumed run draws the
+# same orders. What `fm` does for you: `fm.fit(..., checkpoint=path)` writes such a state
+# after every epoch (atomically, with the loader's own generator) and `resume=True` continues
 # from it.
 #
-# Both runs below train three epochs in one go, then two epochs, "crash", and resume for the
-# third; the resumed losses equal the uninterrupted ones.
+# Each run below trains three epochs in one go, then two epochs, "crashes", and resumes for
+# the third; the resumed losses must equal the uninterrupted ones.
 
 # %%
 # PyTorch
@@ -342,7 +351,59 @@ print(np.round(torch_straight, 4))
 print(np.round(torch_first + torch_rest, 4))
 
 # %%
-# JAX
+# JAX, plain Equinox: the training state as one pytree, written with tree_serialise_leaves
+optimizer_momentum = optax.sgd(0.1, momentum=0.9)  # torch.optim.SGD(..., lr=0.1, momentum=0.9)
+params_start, static = eqx.partition(fm.NeuralNetwork(2, 2, key=jax.random.key(123)), eqx.is_array)
+
+
+@jax.jit
+def momentum_step(params, opt_state, features, labels):
+    def loss_fn(params):
+        logits = eqx.combine(params, static)(features)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = optimizer_momentum.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
+def plain_run(epochs, state):
+    params, opt_state, step, key = state
+    losses = []
+    for epoch in epochs:
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), len(X_train_np)))
+        for start in range(0, len(order) - 1, 2):  # batches of 2, drop_last
+            rows = order[start:start + 2]
+            params, opt_state, loss = momentum_step(params, opt_state, X_train_np[rows], y_train_np[rows])
+            losses.append(float(loss))
+            step = step + 1
+    return losses, (params, opt_state, step, key)
+
+
+def fresh_state():
+    return params_start, optimizer_momentum.init(params_start), jnp.asarray(0), jax.random.key(123)
+
+
+def save_state(path, state):
+    params, opt_state, step, key = state
+    eqx.tree_serialise_leaves(path, (params, opt_state, step, jax.random.key_data(key)))
+
+
+def load_state(path):
+    params, opt_state, step, key = fresh_state()  # the structure to fill
+    params, opt_state, step, key_data = eqx.tree_deserialise_leaves(
+        path, (params, opt_state, step, jax.random.key_data(key)))
+    return params, opt_state, step, jax.random.wrap_key_data(key_data)
+
+
+plain_straight, straight_state = plain_run(range(3), fresh_state())
+plain_first, state_after_two = plain_run(range(2), fresh_state())
+save_state("plain.eqx", state_after_two)
+plain_rest, resumed_state = plain_run(range(2, 3), load_state("plain.eqx"))  # a new process could do this
+print(np.round(plain_straight, 4))
+print(np.round(plain_first + plain_rest, 4))
+
+# %%
+# JAX with fundamentals
 def jax_run(num_epochs, **checkpointing):
     loader = fm.DataLoader(fm.ArrayDataset(X_train_np, y_train_np), batch_size=2, shuffle=True,
                            drop_last=True, seed=123)
@@ -357,11 +418,29 @@ print(np.round(history_straight["loss"], 4))
 print(np.round(history_resumed["loss"], 4))
 
 # %%
-# Check: resumed runs equal uninterrupted ones, in both libraries
+# Check: resumed runs equal uninterrupted ones bit for bit: PyTorch's, plain JAX's (its whole
+# state, step and key included) and fm.fit's
 assert torch_first + torch_rest == torch_straight
+assert plain_first + plain_rest == plain_straight
+restored = load_state("plain.eqx")
+for saved, loaded in zip(jax.tree.leaves(jax.tree.map(jax.random.key_data, state_after_two[3:]) + state_after_two[:3]),
+                         jax.tree.leaves(jax.tree.map(jax.random.key_data, restored[3:]) + restored[:3])):
+    assert np.array_equal(saved, loaded)
+assert int(restored[2]) == 4 and int(resumed_state[2]) == int(straight_state[2]) == 6  # 2 steps an epoch
+for resumed_leaf, straight_leaf in zip(jax.tree.leaves(resumed_state[:2]), jax.tree.leaves(straight_state[:2])):
+    assert np.array_equal(resumed_leaf, straight_leaf)
 assert history_resumed["loss"] == history_straight["loss"]
 for key, value in fm.state_dict(model_straight).items():
     assert np.array_equal(fm.state_dict(model_resumed)[key], value)
+
+# %% [markdown]
+# ## Where to go next: Orbax
+#
+# [Orbax](https://github.com/google/orbax) is the checkpoint library of JAX's larger projects:
+# it writes checkpoints in the background while training goes on, saves and restores arrays
+# sharded across devices and machines (each process writing its own shards), keeps the last
+# few checkpoints, and restores onto another mesh than the one that saved. `eqx.tree_serialise_leaves`
+# and `fm.fit(checkpoint=)` write one file from one process, which is all the book's models need.
 
 # %%
 os.chdir(start_dir)

@@ -28,6 +28,7 @@ import contextlib
 import copy
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -41,12 +42,14 @@ import optax
 import torch
 import torch.nn.functional as F
 import jax.numpy as jnp
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 import fundamentals as fm
 from fundamentals.testing import assert_same, ReplaySampler
 
 torch.set_num_threads(1)
 np.set_printoptions(precision=4, suppress=True)
-scratch = tempfile.mkdtemp(prefix="fundamentals-07-")  # scripts and files of this notebook
+start_dir, scratch = os.getcwd(), tempfile.mkdtemp(prefix="fundamentals-07-")
+os.chdir(scratch)  # the scripts and files of this notebook go to a temporary folder, removed at the end
 
 
 class NeuralNetwork(torch.nn.Module):  # the book's listing A.4
@@ -133,7 +136,7 @@ try:
     a + b
 except ValueError as error:
     mixed_error = str(error)
-    print("ValueError:", mixed_error[:160], "...")
+    print(type(error).__name__ + ":", mixed_error.splitlines()[0])
 print((jnp.ones(3) + b).devices())     # an uncommitted array follows b
 print((fm.to_device(a, cpu1) + b).devices())  # move one side, as in PyTorch
 
@@ -215,7 +218,7 @@ with socket.socket() as probe:  # a free port for the process group
     port = probe.getsockname()[1]
 
 # %%
-# %%writefile {scratch}/ddp_book.py
+# %%writefile ddp_book.py
 import os
 import sys  # noqa: F811 - this cell is its own script, written to a file
 
@@ -319,29 +322,31 @@ ddp_final = torch.load(os.path.join(scratch, "ddp_final.pth"), weights_only=True
 # %% [markdown]
 # ## The same training in one JAX process: a mesh
 #
-# `fm.data_mesh()` arranges the devices along one axis named `"data"`. A batch placed with
-# `fm.batch_sharding(mesh)` is split along that axis (16 rows: 2 per device on the 8 CPU
-# devices), and parameters
-# placed with `fm.replicated_sharding(mesh)` are copied to every device. `fm.fit(...,
-# mesh=mesh)` does both; its train step is the same jitted function as on one device.
+# In plain JAX, data parallelism takes three pieces of `jax.sharding`:
 #
-# To compare with DDP, the loader replays DDP's global batches: batch *k* is rank 0's batch
-# *k* followed by rank 1's. Rank 0 and rank 1 each computed the mean loss of their 8 rows and
-# DDP averaged their gradients, which is exactly the gradient of the mean loss over all 16
-# rows, what the JAX step computes.
+# - a **mesh**, the devices arranged along named axes: `jax.make_mesh((n,), ("data",))`;
+# - a **sharding** for each array, which says how it is laid out on the mesh:
+#   `NamedSharding(mesh, P("data"))` splits an array's first axis (the batch's rows) across the
+#   `"data"` axis, `NamedSharding(mesh, P())` puts a full copy on every device;
+# - `jax.device_put(x, sharding)` to place the arrays. Then the *same* jitted step as on one
+#   device runs on the whole mesh: `jax.jit` compiles it for the shardings of its inputs.
+#
+# One argument needs a word: `axis_types=(AxisType.Auto,)`. In the JAX versions this notebook
+# runs on (0.10 and 0.12), `jax.make_mesh` makes *explicit* axes by default, where the sharding
+# is part of every array's type and some operations must be told the sharding of their result
+# (the gradient of Optax's cross-entropy, for one, on JAX 0.12). With `Auto` axes the compiler works the
+# shardings out by itself from the inputs', which is all data parallelism needs.
+#
+# To compare with DDP, the batches replay DDP's global batches: batch *k* is rank 0's batch *k*
+# followed by rank 1's. Rank 0 and rank 1 each computed the mean loss of their 8 rows and DDP
+# averaged their gradients, which is exactly the gradient of the mean loss over all 16 rows,
+# what the JAX step computes.
 
 # %%
-# JAX
+# JAX, plain
 def mesh_size(num_devices, global_batch=16):
     """The most devices, at most `num_devices`, that split a global batch evenly."""
     return max(n for n in range(1, num_devices + 1) if global_batch % n == 0)
-
-
-mesh = fm.data_mesh(mesh_size(jax.device_count()))  # 8 CPU devices here; 1, 2, 4 or 8 GPUs elsewhere
-print(mesh)
-
-batch = jax.device_put(X_blobs[:16], fm.batch_sharding(mesh))
-print("one batch of 16 rows:", [(shard.device.id, shard.data.shape) for shard in batch.addressable_shards])
 
 
 def global_orders(rank_orders, per_rank=8):
@@ -356,33 +361,109 @@ def global_orders(rank_orders, per_rank=8):
     return orders
 
 
-orders = global_orders([ranks[0]["orders"], ranks[1]["orders"]])
-dataset = fm.ArrayDataset(X_blobs, y_blobs)
-start_model = fm.load_state_dict(fm.NeuralNetwork(2, 2, key=jax.random.key(0)), ddp_initial)
+num_devices = mesh_size(jax.device_count())  # 8 CPU devices here; 1, 2, 4 or 8 GPUs elsewhere
+mesh = jax.make_mesh((num_devices,), ("data",), axis_types=(AxisType.Auto,), devices=jax.devices()[:num_devices])
+data_sharding = NamedSharding(mesh, P("data"))  # rows split across the devices
+replicated = NamedSharding(mesh, P())           # a full copy on each device
+print(mesh)
 
+start_model = fm.load_state_dict(fm.NeuralNetwork(2, 2, key=jax.random.key(0)), ddp_initial)
+params, static = eqx.partition(start_model, eqx.is_array)
+optimizer = optax.sgd(0.5)
+params = jax.device_put(params, replicated)                      # DDP(model): the same weights everywhere
+opt_state = jax.device_put(optimizer.init(params), replicated)
+
+
+def loss_fn(params, X, y):
+    logits = eqx.combine(params, static)(X)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+@jax.jit  # the step of notebook 05, unchanged
+def train_step(params, opt_state, X, y):
+    loss, grads = jax.value_and_grad(loss_fn)(params, X, y)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
+orders = global_orders([ranks[0]["orders"], ranks[1]["orders"]])
+plain_losses = []
+for order in orders:
+    for start in range(0, len(order) - 15, 16):
+        rows = order[start:start + 16]
+        X = jax.device_put(X_blobs[rows], data_sharding)  # DistributedSampler: each device gets its rows
+        y = jax.device_put(y_blobs[rows], data_sharding)
+        params, opt_state, loss = train_step(params, opt_state, X, y)
+        plain_losses.append(float(loss))  # waits for each step (on simulated CPU devices, safer)
+print("DDP, 2 processes:        ", np.round(ddp_losses, 4))
+print(f"plain JAX, {mesh.size}-device mesh:", np.round(plain_losses, 4))
+
+# %% [markdown]
+# Where each array lives, drawn by `jax.debug.visualize_array_sharding` (it needs the `rich`
+# package): a batch of 16 rows split in blocks of 16 / n rows, one per device, and a weight
+# matrix held whole by every device. The same layout as data is
+# `sharding.devices_indices_map(shape)`: for each device, the slice of the array it holds.
+
+# %%
+# JAX, plain
+for name, array in [("a batch, P('data')", X), ("layers[0].weight, P()", params.layers[0].weight)]:
+    print(f"{name}: shape {array.shape}")
+    try:
+        jax.debug.visualize_array_sharding(array)
+    except (ImportError, ValueError) as error:  # ValueError: JAX's "requires `rich` to be installed"
+        print(f"  (no picture: {error}; pip install rich)")
+    layout = {device.id: index[0] for device, index in array.sharding.devices_indices_map(array.shape).items()}
+    print("  rows held by each device:",
+          {device: (rows.start or 0, rows.stop or array.shape[0]) for device, rows in sorted(layout.items())})
+
+# %%
+# Check: the plain mesh gives DDP's losses and weights, to 1e-5; each device holds 16 / n rows
+# of a batch, in order, and the whole weight
+assert_same(plain_losses, ddp_losses, same_dtype=False)
+plain_state = fm.state_dict(eqx.combine(params, static))
+for key, value in ddp_final.items():
+    assert_same(plain_state[key], value)
+rows_per_device = 16 // mesh.size
+assert [(index[0].start or 0, index[0].stop or 16) for index in data_sharding.devices_indices_map((16, 2)).values()] == [
+    (k * rows_per_device, (k + 1) * rows_per_device) for k in range(mesh.size)]
+assert all(index == (slice(None), slice(None)) for index in replicated.devices_indices_map((30, 2)).values())
+assert [mesh_size(n) for n in (1, 2, 3, 4, 6, 8, 12)] == [1, 2, 2, 4, 4, 8, 8]
+
+# %% [markdown]
+# ### What `fm` does for you
+#
+# `fm.data_mesh()` is that `jax.make_mesh` call over every device, `fm.batch_sharding(mesh)`
+# and `fm.replicated_sharding(mesh)` are the two `NamedSharding`s
+# ([source](../fundamentals/sharding.py)), and `fm.fit(..., mesh=mesh)` places the parameters,
+# the optimizer state and each batch for you, checks that the batch size divides over the
+# devices, and runs its compiled chunks on the mesh.
+
+# %%
+# JAX with fundamentals
+fm_mesh = fm.data_mesh(num_devices)
+dataset = fm.ArrayDataset(X_blobs, y_blobs)
 mesh_model, mesh_history = fm.fit(
     start_model, optax.sgd(0.5),
     fm.DataLoader(dataset, batch_size=16, sampler=ReplaySampler(orders), drop_last=True),
-    num_epochs=3, mesh=mesh, log=None)
+    num_epochs=3, mesh=fm_mesh, log=None)
 single_model, single_history = fm.fit(
     start_model, optax.sgd(0.5),
     fm.DataLoader(dataset, batch_size=16, sampler=ReplaySampler(orders), drop_last=True),
     num_epochs=3, log=None)
 print("DDP, 2 processes:   ", np.round(ddp_losses, 4))
-print(f"JAX, {mesh.size}-device mesh: ", np.round(mesh_history["loss"], 4))
+print(f"JAX, {fm_mesh.size}-device mesh: ", np.round(mesh_history["loss"], 4))
 print("JAX, one device:    ", np.round(single_history["loss"], 4))
 print(mesh_model.layers[0].weight.sharding)
 
 # %%
-# Check: DDP, the JAX mesh and one JAX device agree on every loss and every weight, to 1e-5
+# Check: DDP, the fm mesh, the plain mesh and one JAX device agree on every loss and every weight, to 1e-5
+assert fm.batch_sharding(fm_mesh).spec == data_sharding.spec and fm.replicated_sharding(fm_mesh).spec == replicated.spec
+assert fm_mesh.shape == mesh.shape and list(fm_mesh.devices.flat) == list(mesh.devices.flat)
 assert_same(mesh_history["loss"], ddp_losses, same_dtype=False)
 assert_same(single_history["loss"], mesh_history["loss"], same_dtype=False)
 for key, value in ddp_final.items():
     assert_same(fm.state_dict(mesh_model)[key], value)
     assert_same(fm.state_dict(single_model)[key], fm.state_dict(mesh_model)[key])
-assert len(batch.addressable_shards) == mesh.size
-assert all(shard.data.shape == (16 // mesh.size, 2) for shard in batch.addressable_shards)
-assert [mesh_size(n) for n in (1, 2, 3, 4, 6, 8, 12)] == [1, 2, 2, 4, 4, 8, 8]
 
 # %% [markdown]
 # ### Where did the gradient averaging go?
@@ -394,27 +475,21 @@ assert [mesh_size(n) for n in (1, 2, 3, 4, 6, 8, 12)] == [1, 2, 2, 4, 4, 8, 8]
 # is nothing to average, and no all-reduce).
 
 # %%
-params, static = eqx.partition(start_model, eqx.is_inexact_array)
-
-
-def loss_fn(params, X, y):
-    return fm.cross_entropy(eqx.combine(params, static)(X), y)
-
-
-X_sharded = jax.device_put(X_blobs[:16], fm.batch_sharding(mesh))
-y_sharded = jax.device_put(y_blobs[:16], fm.batch_sharding(mesh))
-replicated = jax.device_put(params, fm.replicated_sharding(mesh))
-compiled = jax.jit(jax.grad(loss_fn)).lower(replicated, X_sharded, y_sharded).compile()
+start_params = eqx.partition(start_model, eqx.is_array)[0]
+X_sharded = jax.device_put(X_blobs[:16], data_sharding)
+y_sharded = jax.device_put(y_blobs[:16], data_sharding)
+replicated_params = jax.device_put(start_params, replicated)
+compiled = jax.jit(jax.grad(loss_fn)).lower(replicated_params, X_sharded, y_sharded).compile()
 all_reduces = [line.strip() for line in compiled.as_text().splitlines() if "all-reduce(" in line]
 print(len(all_reduces), f"all-reduce instruction(s) on a {mesh.size}-device mesh")
-if all_reduces:
-    print("e.g.", all_reduces[0][:150])
+for line in all_reduces:
+    print("  all-reduce of", ", ".join(re.findall(r"f32\[[\d,]*\]", line.split(" all-reduce(")[0])))
 
 # %%
 # Check: the compiled gradient has an all-reduce when the batch is split, and equals the gradient on one device
 assert bool(all_reduces) == (mesh.size > 1)
-sharded_grads = jax.jit(jax.grad(loss_fn))(replicated, X_sharded, y_sharded)
-single_grads = jax.grad(loss_fn)(params, X_blobs[:16], y_blobs[:16])
+sharded_grads = jax.jit(jax.grad(loss_fn))(replicated_params, X_sharded, y_sharded)
+single_grads = jax.grad(loss_fn)(start_params, X_blobs[:16], y_blobs[:16])
 for sharded, single in zip(jax.tree_util.tree_leaves(sharded_grads), jax.tree_util.tree_leaves(single_grads)):
     assert_same(sharded, single)
 
@@ -434,7 +509,7 @@ for sharded, single in zip(jax.tree_util.tree_leaves(sharded_grads), jax.tree_ut
 # elsewhere each takes 4 simulated CPU devices (`launch_plan` below decides).
 
 # %%
-# %%writefile {scratch}/jax_ddp.py
+# %%writefile jax_ddp.py
 import jax
 import numpy as np
 import optax
@@ -501,11 +576,14 @@ for losses, state in results:
 # | `tensor.to(device)`, `model.to(device)` (in place for a model) | `fm.to_device(x, device)` (a new array or model) |
 # | "Expected all tensors to be on the same device" | `ValueError: ... incompatible devices ...` (committed arrays only) |
 # | one process per GPU, `mp.spawn`, `init_process_group` | one process for all local devices; `fm.launch` / `jax.distributed.initialize` across machines |
-# | `DistributedSampler`: each process loads its rows | the batch sharded over the mesh: `fm.batch_sharding(mesh)` |
-# | `DDP(model)`: a copy per GPU, kept equal | parameters replicated: `fm.replicated_sharding(mesh)` |
+# | `DistributedSampler`: each process loads its rows | the batch sharded over the mesh: `jax.device_put(X, NamedSharding(mesh, P("data")))` (`fm.batch_sharding(mesh)`) |
+# | `DDP(model)`: a copy per GPU, kept equal | parameters replicated: `NamedSharding(mesh, P())` (`fm.replicated_sharding(mesh)`) |
+# | the devices, `world_size` | `jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,))` (`fm.data_mesh()`) |
+# | the same training step in every process | the same `jax.jit` step, compiled for the shardings of its inputs |
 # | gradients all-reduced by DDP's hooks in `backward()` | an `all-reduce` the compiler inserts into the jitted step |
 # | `destroy_process_group()` | `jax.distributed.shutdown()` (run at exit; `fm.launch`'s processes need no call) |
 
 # %%
 sys.path.remove(scratch)
+os.chdir(start_dir)
 shutil.rmtree(scratch)

@@ -8,14 +8,22 @@
 # Timing asynchronous libraries needs care: PyTorch on a GPU, and JAX everywhere (on the CPU
 # too), return from a call *before* the result is computed. A timer must wait for the result:
 # `torch.cuda.synchronize()` in PyTorch, `.block_until_ready()` in JAX.
+#
+# The notebook ends with the five things a reader of notebooks 01 to 07 can now write without
+# this library, each checked against PyTorch.
 
 # %%
 import timeit
 
+import jax
+
+# Four simulated CPU devices for the data-parallel step at the end; this must come before
+# anything asks JAX for a device. (Where JAX finds GPUs, they stay its default devices.)
+jax.config.update("jax_num_cpu_devices", 4)
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import jax
 import jax.numpy as jnp
 import fundamentals as fm
 from fundamentals.testing import assert_same
@@ -135,13 +143,39 @@ assert_same(matmul(a_jax, b_jax), a @ b, atol=0.0, rtol=1e-5)
 assert_same(a_jax @ b_jax, a @ b, atol=0.0, rtol=1e-5)
 
 # %% [markdown]
+# Which of the two is faster at this size depends on the machine and on what else runs on it,
+# so the two `%timeit` lines above may rank them either way from one run to the next. Three
+# things make up the difference. PyTorch computes here on one thread (set in the set-up, for
+# steadier numbers), with its own CPU kernels. XLA computes with its own kernels on a pool of
+# threads, which on a machine with few cores, busy with other work, can wait for a free one.
+# And every call of a compiled JAX function pays a fixed cost to dispatch it and wait for it,
+# which a trivial function shows on its own; the cell below measures all three side by side.
+
+# %%
+# PyTorch and JAX, side by side: the product, and JAX's fixed cost of one call
+identity = jax.jit(lambda x: x)
+one = jnp.ones(1)
+identity(one).block_until_ready()  # compile
+side_by_side = {
+    "PyTorch a @ b (1 thread)": seconds_per_call(lambda: a @ b),
+    "JAX matmul(a, b), waited": seconds_per_call(lambda: matmul(a_jax, b_jax).block_until_ready()),
+    "JAX: calling a jitted identity, waited": seconds_per_call(lambda: identity(one).block_until_ready()),
+}
+for name, seconds in side_by_side.items():
+    print(f"{name:40s} {seconds * 1e6:8.1f} µs")
+
+# %%
+# Check: the fixed cost of a call is part of every JAX call, so it is below the product's time
+assert side_by_side["JAX: calling a jitted identity, waited"] < side_by_side["JAX matmul(a, b), waited"]
+
+# %% [markdown]
 # ### The wrong way to time JAX
 #
 # Leave out `.block_until_ready()` and `%timeit` measures only how long it takes to *start*
 # the computation: JAX returns at once and computes in the background, on the CPU as on a GPU.
 # On a `(1000 × 1000) @ (1000 × 1000)` product, enough work to take milliseconds, the
-# difference is plain: the second line below reports microseconds for work that takes far
-# longer. (A few repetitions only: each unawaited call still queues a product to compute.)
+# difference is plain: the second time below is a small fraction of the first, for the same
+# work. (A few repetitions only: each unawaited call still queues a product to compute.)
 
 # %%
 # JAX
@@ -149,16 +183,15 @@ torch.manual_seed(123)
 a_big, b_big = torch.rand(1000, 1000), torch.rand(1000, 1000)
 a_big_jax, b_big_jax = jax.device_put(a_big.numpy(), cpu), jax.device_put(b_big.numpy(), cpu)
 matmul(a_big_jax, b_big_jax).block_until_ready()  # compile for this shape first
-# %timeit -n 5 -r 3 matmul(a_big_jax, b_big_jax).block_until_ready()
-# %timeit -n 5 -r 3 matmul(a_big_jax, b_big_jax)  # wrong: does not wait for the result
-jax.block_until_ready(matmul(a_big_jax, b_big_jax))  # let the queued products finish
+waited = min(timeit.repeat(lambda: matmul(a_big_jax, b_big_jax).block_until_ready(), number=3, repeat=3)) / 3
+not_waited = min(timeit.repeat(lambda: matmul(a_big_jax, b_big_jax), number=3, repeat=3)) / 3  # wrong
+_ = jax.block_until_ready(matmul(a_big_jax, b_big_jax))  # let the queued products finish
+print(f"waiting for the result:      {waited * 1e3:8.3f} ms per product")
+print(f"not waiting (the wrong way): {not_waited * 1e3:8.3f} ms per product")
 
 # %%
 # Check: the same product as PyTorch's, and the unawaited timing is far below the awaited one
 assert_same(matmul(a_big_jax, b_big_jax), a_big @ b_big, atol=0.0, rtol=1e-5)
-waited = min(timeit.repeat(lambda: matmul(a_big_jax, b_big_jax).block_until_ready(), number=3, repeat=3))
-not_waited = min(timeit.repeat(lambda: matmul(a_big_jax, b_big_jax), number=3, repeat=3))
-jax.block_until_ready(matmul(a_big_jax, b_big_jax))
 assert not_waited < waited / 5, (not_waited, waited)
 
 # %% [markdown]
@@ -176,8 +209,8 @@ assert not_waited < waited / 5, (not_waited, waited)
 # - **Precision.** On recent NVIDIA GPUs JAX multiplies float32 matrices with TF32 by default,
 #   which keeps about 3 decimal digits; PyTorch does not (`torch.backends.cuda.matmul.allow_tf32`
 #   is off). To compare them to 1e-5, JAX must *compile* the product under
-#   `jax.default_matmul_precision("highest")` (this notebook also sets it globally in its
-#   set-up); a function compiled outside that context keeps TF32.
+#   `jax.default_matmul_precision("highest")`, or with the global setting this notebook makes
+#   in its set-up (`jax_default_matmul_precision`); without either, it compiles with TF32.
 # - **Size.** For a matrix this small the launch overhead (a few µs) is much of the GPU time;
 #   the advantage grows with the size (next section).
 #
@@ -284,3 +317,222 @@ ax_time.legend(frameon=False)
 fig.suptitle("Matrix multiplication, one run" + ("" if torch_gpu or jax_gpu else " (CPU only: no GPU found)"))
 fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ## Without the library: five things you can now write
+#
+# Each cell below uses only JAX, Equinox and Optax (`fundamentals` is not used from here on),
+# trains or differentiates the book's network from PyTorch's initial weights on PyTorch's
+# batches, and checks the result against PyTorch:
+#
+# 1. a training step compiled with `eqx.filter_jit` (notebooks 03 and 05);
+# 2. a data-parallel step over a batch sharded with `NamedSharding` (notebook 07);
+# 3. per-example gradients with `jax.vmap` (notebook 05b);
+# 4. a checkpoint written with `eqx.tree_serialise_leaves` and resumed (notebook 06);
+# 5. the reason for a recompilation, from JAX itself (notebook 05b).
+#
+# First the book's training run in PyTorch, recording its batches.
+
+# %%
+# PyTorch (the book's listing A.9, with the batches recorded)
+import torch.nn.functional as F
+
+X_toy = np.array([[-1.2, 3.1], [-0.9, 2.9], [-0.5, 2.6], [2.3, -1.1], [2.7, -1.5]], dtype=np.float32)
+y_toy = np.array([0, 0, 0, 1, 1])
+torch.manual_seed(123)
+loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(X_toy), torch.from_numpy(y_toy),
+                                                                    torch.arange(5)),
+                                     batch_size=2, shuffle=True, drop_last=True)
+torch.manual_seed(123)
+book_model = NeuralNetwork(2, 2)
+initial_state = {key: value.clone() for key, value in book_model.state_dict().items()}
+optimizer = torch.optim.SGD(book_model.parameters(), lr=0.5)
+book_losses, book_batches = [], []
+for epoch in range(3):
+    for features, labels, rows in loader:
+        loss = F.cross_entropy(book_model(features), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        book_losses.append(loss.item())
+        book_batches.append(rows.numpy())
+print(np.round(book_losses, 2))
+assert [round(value, 2) for value in book_losses] == [0.75, 0.65, 0.44, 0.13, 0.03, 0.00]  # as the book prints
+
+# %%
+# 1. A jitted Equinox training step with eqx.filter_jit
+import equinox as eqx
+import optax
+
+
+class Net(eqx.Module):
+    layers: tuple
+
+    def __init__(self, key):
+        key1, key2, key3 = jax.random.split(key, 3)
+        self.layers = (eqx.nn.Linear(2, 30, key=key1), eqx.nn.Lambda(jax.nn.relu),
+                       eqx.nn.Linear(30, 20, key=key2), eqx.nn.Lambda(jax.nn.relu),
+                       eqx.nn.Linear(20, 2, key=key3))
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def from_torch(state):
+    """A Net holding PyTorch's weights (layers.0.weight, layers.0.bias, ...)."""
+    return eqx.tree_at(lambda net: [x for i in (0, 2, 4) for x in (net.layers[i].weight, net.layers[i].bias)],
+                       Net(jax.random.key(0)), [jnp.asarray(value.numpy()) for value in state.values()])
+
+
+sgd = optax.sgd(0.5)
+
+
+@eqx.filter_value_and_grad
+def compute_loss(net, X, y):
+    return optax.softmax_cross_entropy_with_integer_labels(jax.vmap(net)(X), y).mean()
+
+
+@eqx.filter_jit
+def make_step(net, opt_state, X, y):
+    loss, grads = compute_loss(net, X, y)
+    updates, opt_state = sgd.update(grads, opt_state, eqx.filter(net, eqx.is_array))
+    return eqx.apply_updates(net, updates), opt_state, loss
+
+
+net = from_torch(initial_state)
+opt_state = sgd.init(eqx.filter(net, eqx.is_array))
+step_losses = []
+for rows in book_batches:
+    net, opt_state, loss = make_step(net, opt_state, X_toy[rows], y_toy[rows])
+    step_losses.append(loss)
+print(np.round([float(loss) for loss in step_losses], 2))
+
+# %%
+# Check: the book's losses and PyTorch's trained weights, to 1e-5
+assert_same([float(loss) for loss in step_losses], book_losses, same_dtype=False)
+trained = [x for i in (0, 2, 4) for x in (net.layers[i].weight, net.layers[i].bias)]
+for ours, theirs in zip(trained, book_model.state_dict().values()):
+    assert_same(ours, theirs)
+
+# %%
+# 2. A sharded data-parallel step with NamedSharding (each batch of 2 split over 2 devices, if there are 2)
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+mesh = jax.make_mesh((min(2, jax.device_count()),), ("data",), axis_types=(AxisType.Auto,),
+                     devices=jax.devices()[:min(2, jax.device_count())])
+rows_sharded, everywhere = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+params, static = eqx.partition(from_torch(initial_state), eqx.is_array)
+params = jax.device_put(params, everywhere)
+opt_state = jax.device_put(sgd.init(params), everywhere)
+
+
+@jax.jit
+def sharded_step(params, opt_state, X, y):
+    loss, grads = compute_loss(eqx.combine(params, static), X, y)
+    updates, opt_state = sgd.update(eqx.filter(grads, eqx.is_array), opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
+sharded_losses = []
+for rows in book_batches:
+    X, y = jax.device_put(X_toy[rows], rows_sharded), jax.device_put(y_toy[rows], rows_sharded)
+    params, opt_state, loss = sharded_step(params, opt_state, X, y)
+    sharded_losses.append(float(loss))
+print(mesh, "| a batch:", [(shard.device.id, shard.data.shape) for shard in X.addressable_shards])
+print(np.round(sharded_losses, 2))
+
+# %%
+# Check: the same losses and weights as PyTorch on one device; each device held its share of every batch
+assert_same(sharded_losses, book_losses, same_dtype=False)
+for ours, theirs in zip(jax.tree.leaves(params), book_model.state_dict().values()):
+    assert_same(ours, theirs)
+assert all(shard.data.shape == (2 // mesh.size, 2) for shard in X.addressable_shards)
+
+# %%
+# 3. Per-example gradients with jax.vmap, on the first batch and PyTorch's initial weights
+first_rows = book_batches[0]
+params0, static = eqx.partition(from_torch(initial_state), eqx.is_array)
+
+
+def example_loss(params, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(eqx.combine(params, static)(x), y)
+
+
+per_example_grad = jax.jit(jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0)))
+per_example = per_example_grad(params0, X_toy[first_rows], y_toy[first_rows])
+
+# PyTorch: one backward pass per example
+torch.manual_seed(0)
+torch_net = NeuralNetwork(2, 2)
+torch_net.load_state_dict(initial_state)
+per_example_torch = []
+for row in first_rows:
+    torch_net.zero_grad()
+    F.cross_entropy(torch_net(torch.from_numpy(X_toy[row:row + 1])), torch.from_numpy(y_toy[row:row + 1])).backward()
+    per_example_torch.append([parameter.grad.clone() for parameter in torch_net.parameters()])
+print([leaf.shape for leaf in jax.tree.leaves(per_example)])
+
+# %%
+# Check: each example's gradient is PyTorch's, for every parameter
+for k, leaf in enumerate(jax.tree.leaves(per_example)):
+    for example in range(len(first_rows)):
+        assert_same(leaf[example], per_example_torch[example][k])
+
+# %%
+# 4. A checkpoint with eqx.tree_serialise_leaves: two epochs, save, load into a fresh state, the third epoch
+import os
+import tempfile
+
+net, opt_state, step = from_torch(initial_state), sgd.init(eqx.filter(from_torch(initial_state), eqx.is_array)), 0
+for rows in book_batches[:4]:  # epochs 1 and 2
+    net, opt_state, loss = make_step(net, opt_state, X_toy[rows], y_toy[rows])
+    step += 1
+with tempfile.TemporaryDirectory() as folder:
+    path = os.path.join(folder, "checkpoint.eqx")
+    eqx.tree_serialise_leaves(path, (net, opt_state, jnp.asarray(step)))
+    like = (Net(jax.random.key(0)), sgd.init(eqx.filter(Net(jax.random.key(0)), eqx.is_array)), jnp.asarray(0))
+    net, opt_state, step = eqx.tree_deserialise_leaves(path, like)  # a new process could do this
+resumed_losses = []
+for rows in book_batches[int(step):]:  # epoch 3
+    net, opt_state, loss = make_step(net, opt_state, X_toy[rows], y_toy[rows])
+    resumed_losses.append(float(loss))
+print("resumed at step", int(step), "->", np.round(resumed_losses, 2))
+
+# %%
+# Check: the resumed epoch gives PyTorch's last two losses and its trained weights
+assert int(step) == 4
+assert_same(resumed_losses, book_losses[4:], same_dtype=False)
+for ours, theirs in zip([x for i in (0, 2, 4) for x in (net.layers[i].weight, net.layers[i].bias)],
+                        book_model.state_dict().values()):
+    assert_same(ours, theirs)
+
+# %%
+# 5. Why did it compile again? JAX explains a cache miss (here: the last batch of 1 row, without drop_last)
+import io
+import logging
+import re
+
+loss_of = jax.jit(lambda params, X, y: compute_loss(eqx.combine(params, static), X, y)[0])
+log, logger = io.StringIO(), logging.getLogger("jax")
+handler, logger.propagate = logging.StreamHandler(log), False
+logger.addHandler(handler)
+jax.config.update("jax_explain_cache_misses", True)
+try:
+    full_batch_loss = loss_of(params0, X_toy[:2], y_toy[:2])
+    last_batch_loss = loss_of(params0, X_toy[4:], y_toy[4:])  # 5 rows in batches of 2: the last has 1
+finally:
+    jax.config.update("jax_explain_cache_misses", False)
+    logger.removeHandler(handler)
+    logger.propagate = True
+reasons = [line.strip() for line in log.getvalue().splitlines() if re.match(r"\s*\* at ", line)]
+print(*reasons, sep="\n")
+
+# %%
+# Check: JAX names the changed shape of X (and y) as the reason; both losses are PyTorch's
+assert any(reason.startswith("* at X, now f32[1,2] and before f32[2,2]") for reason in reasons)
+for rows, value in ((slice(0, 2), full_batch_loss), (slice(4, 5), last_batch_loss)):
+    with torch.no_grad():
+        torch_net.load_state_dict(initial_state)
+        assert_same(value, F.cross_entropy(torch_net(torch.from_numpy(X_toy[rows])), torch.from_numpy(y_toy[rows])))
