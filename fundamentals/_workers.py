@@ -365,8 +365,12 @@ def _uses_fork(context) -> bool:
     return context.get_start_method() == "fork"
 
 
-def pickled_setup(setup: WorkerSetup, names: dict[str, Any]) -> bytes:
+def pickled_setup(setup: WorkerSetup, names: dict[str, Any]) -> bytes | WorkerSetup:
     """`setup` pickled for worker processes, or a `TypeError` naming what cannot be and how to fix it.
+
+    Objects that `multiprocessing` shares only while starting a process (its locks, events,
+    values and queues) cannot be pickled ahead of time; a setup holding one is returned as it
+    is, for the start of each process to pickle.
 
     **Arguments:**
 
@@ -383,6 +387,10 @@ def pickled_setup(setup: WorkerSetup, names: dict[str, Any]) -> bytes:
     for name, obj in names.items():
         try:
             data = dumps(obj)
+        except RuntimeError as error:
+            if "through inheritance" in str(error):
+                return setup
+            raise TypeError(_unpicklable_message(name, obj, error)) from None
         except Exception as error:  # noqa: BLE001 - any pickling failure gets the same advice
             raise TypeError(_unpicklable_message(name, obj, error)) from None
         if dumps is pickle.dumps and _needs_interactive_main(data):
@@ -463,7 +471,7 @@ class WorkerPool:
             return
         context = context or default_context()
         self._shm_prefix = setup.shm_prefix
-        payload: bytes | WorkerSetup = setup if _uses_fork(context) else pickled_setup(setup, names or {})
+        payload = setup if _uses_fork(context) else pickled_setup(setup, names or {})
         self._processes = []
         self._connections = []
         for worker_id in range(self.num_workers):

@@ -367,7 +367,7 @@ def default_collate(batch: list):
     objects; `RuntimeError` (PyTorch's) for sequences of different lengths; `ValueError` for
     arrays of different shapes or an empty batch.
     """
-    if not isinstance(batch, (list, tuple)) or len(batch) == 0:
+    if not isinstance(batch, (collections.abc.Sequence, np.ndarray)) or len(batch) == 0:
         raise ValueError(f"default_collate: batch must be a non-empty list of items, got {batch!r}")
     elem = batch[0]
     if type(elem) is tuple:  # the usual (features, label) item, first
@@ -797,7 +797,7 @@ class DataLoader:
         if self._options.custom_batch_sampler:
             return _checked_batches(iter(self.batch_sampler), n)
         assert self.batch_size is not None
-        return _batched(index_blocks(self.sampler), self.batch_size, self.drop_last, n)
+        return _batched(index_blocks(self.sampler, self.batch_size), self.batch_size, self.drop_last, n)
 
     def epoch_indices(self) -> list[np.ndarray]:
         """The batches of indices of the next epoch, as one `iter(loader)` would draw them.

@@ -293,12 +293,13 @@ class BatchSampler:
         return -(-len(self.sampler) // self.batch_size)  # type: ignore[arg-type]
 
 
-def index_blocks(sampler) -> Iterator[np.ndarray]:
+def index_blocks(sampler, block_size: int = 1024) -> Iterator[np.ndarray]:
     """One pass over `sampler` as 1-D `int64` blocks, pulled lazily.
 
     The samplers defined here, NumPy arrays, ranges and lists give their indices in whole
-    arrays; any other iterable is read a block of up to 1,024 indices at a time, so an endless
-    sampler costs no more memory than a finite one.
+    arrays; any other iterable is read `block_size` indices at a time (a `DataLoader` reads
+    one batch's worth, as PyTorch's `BatchSampler` does), so an endless sampler costs no more
+    memory than a finite one.
 
     **Raises:**
 
@@ -312,11 +313,11 @@ def index_blocks(sampler) -> Iterator[np.ndarray]:
         return iter([_checked_block(np.asarray(sampler))])
     if isinstance(sampler, list):
         return iter([_checked_block(_as_index_array(sampler))])
-    return _pulled_blocks(iter(sampler))
+    return _pulled_blocks(iter(sampler), block_size)
 
 
-def _pulled_blocks(indices: Iterator) -> Iterator[np.ndarray]:
-    while items := list(itertools.islice(indices, 1024)):
+def _pulled_blocks(indices: Iterator, block_size: int) -> Iterator[np.ndarray]:
+    while items := list(itertools.islice(indices, block_size)):
         yield _checked_block(_as_index_array(items))
 
 
