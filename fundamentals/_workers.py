@@ -22,7 +22,7 @@ for free-threaded Python builds.
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import io
 import itertools
 import mmap
@@ -199,6 +199,7 @@ def _serve(worker_id: int, seed: int, setup: WorkerSetup, get_task, put_result, 
         fetcher.start_epoch()
     except Exception as error:  # noqa: BLE001 - reported to the loop, which raises it
         fatal = error
+    put_result((-1, -1, "started", None))  # the loop ends no epoch before every worker has started
     while (message := get_task()) is not None:
         if message[0] == "epoch":
             try:
@@ -361,6 +362,44 @@ def default_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def _by_value() -> bool:
+    """Whether `pickled_setup` sends what `__main__` defines by value (cloudpickle is installed)."""
+    try:
+        import cloudpickle  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _main_not_reimported(active: bool):
+    """Start processes without re-running the main script in each of them.
+
+    `spawn` and `forkserver` children import the parent's `__main__` (a script with no
+    `if __name__ == "__main__":` guard would run again in every worker). Sent by value, the
+    setup needs nothing from it, so the children skip that import: a worker starts in a fork's
+    time, and an unguarded script works as it does with PyTorch's `fork`.
+    """
+    if not active:
+        yield
+        return
+    from multiprocessing import spawn
+
+    original = spawn.get_preparation_data
+
+    def preparation_data(name):
+        data = original(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    spawn.get_preparation_data = preparation_data
+    try:
+        yield
+    finally:
+        spawn.get_preparation_data = original
+
+
 def _uses_fork(context) -> bool:
     return context.get_start_method() == "fork"
 
@@ -384,22 +423,26 @@ def pickled_setup(setup: WorkerSetup, names: dict[str, Any]) -> bytes | WorkerSe
         dumps: Callable[[Any], bytes] = cloudpickle.dumps
     except ImportError:
         dumps = pickle.dumps
-    for name, obj in names.items():
-        try:
-            data = dumps(obj)
-        except RuntimeError as error:
-            if "through inheritance" in str(error):
-                return setup
-            raise TypeError(_unpicklable_message(name, obj, error)) from None
-        except Exception as error:  # noqa: BLE001 - any pickling failure gets the same advice
-            raise TypeError(_unpicklable_message(name, obj, error)) from None
-        if dumps is pickle.dumps and _needs_interactive_main(data):
-            raise TypeError(
-                f"DataLoader: the {name} ({_describe(obj)}) is defined in this notebook or interactive session, which "
-                "worker processes cannot import. Install cloudpickle (pip install cloudpickle) so it is sent by "
-                "value, move it into a .py module, or pass worker_type='thread'"
-            )
-    return dumps(setup)
+    try:
+        data = dumps(setup)
+    except Exception as error:  # noqa: BLE001 - find the argument that cannot be pickled, and say so
+        if isinstance(error, RuntimeError) and "through inheritance" in str(error):
+            return setup
+        for name, obj in names.items():
+            try:
+                dumps(obj)
+            except Exception as inner:  # noqa: BLE001 - any pickling failure gets the same advice
+                raise TypeError(_unpicklable_message(name, obj, inner)) from None
+        raise TypeError(f"DataLoader: what the worker processes need cannot be pickled: {error}") from None
+    if dumps is pickle.dumps and _needs_interactive_main(data):
+        for name, obj in names.items():
+            if _needs_interactive_main(dumps(obj)):
+                raise TypeError(
+                    f"DataLoader: the {name} ({_describe(obj)}) is defined in this notebook or interactive session, "
+                    "which worker processes cannot import. Install cloudpickle (pip install cloudpickle) so it is "
+                    "sent by value, move it into a .py module, or pass worker_type='thread'"
+                )
+    return data
 
 
 def _describe(obj) -> str:
@@ -449,6 +492,7 @@ class WorkerPool:
     def __init__(self, kind: str, setup: WorkerSetup, base_seed: int, context=None, names=None):
         self.kind = kind
         self.num_workers = setup.num_workers
+        self.started = 0  # workers that have run worker_init_fn
         self.epoch = 0
         self.closed = False
         self._tasks: list = []
@@ -474,12 +518,16 @@ class WorkerPool:
         payload = setup if _uses_fork(context) else pickled_setup(setup, names or {})
         self._processes = []
         self._connections = []
+        with _main_not_reimported(isinstance(payload, bytes) and _by_value()):
+            self._start_processes(context, payload, base_seed, setup.main_pid)
+
+    def _start_processes(self, context, payload, base_seed: int, main_pid: int) -> None:
         for worker_id in range(self.num_workers):
             tasks = context.Queue()
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(
                 target=_process_main,
-                args=(worker_id, base_seed + worker_id, payload, tasks, sender, setup.main_pid),
+                args=(worker_id, base_seed + worker_id, payload, tasks, sender, main_pid),
                 name=f"fundamentals-DataLoader-worker-{worker_id}",
                 daemon=True,
             )
@@ -571,6 +619,11 @@ class WorkerPool:
             return
         self.closed = True
         for tasks in self._tasks:
+            try:
+                while self.kind == "thread":  # batches not started are not loaded
+                    tasks.get_nowait()
+            except queue.Empty:
+                pass
             try:
                 tasks.put(None)
             except (OSError, ValueError):
@@ -735,9 +788,23 @@ class WorkerIterator:
                 continue
             worker_id, reply = received
             epoch, reply_id, status, data = self._pool.wrap_reply(worker_id, reply)
-            if epoch == self._epoch:
+            if status == "started":
+                self._pool.started += 1
+            elif epoch == self._epoch:
                 self._replies[reply_id] = (status, data)
         return self._replies.pop(task_id)
+
+    def _await_start(self) -> None:
+        """Wait until every worker has started (and run `worker_init_fn`), as PyTorch's shutdown does."""
+        while self._pool.started < self._pool.num_workers and not self._pool.closed:
+            received = self._pool.receive(self._timeout)
+            if received is None:
+                raise RuntimeError(
+                    f"DataLoader timed out after {self._timeout:g} seconds waiting for its workers to start"
+                )
+            worker_id, reply = received
+            if reply[2] == "started":
+                self._pool.started += 1
 
     def _raise_timeout(self, task_id: int):
         where = self._pool.describe(self._owner[task_id])
@@ -749,8 +816,11 @@ class WorkerIterator:
 
     def _finish(self) -> None:
         self._done = True
-        if self._owns_pool:
-            self._pool.close()
+        try:
+            self._await_start()
+        finally:
+            if self._owns_pool:
+                self._pool.close()
 
     def close(self, terminate: bool = False) -> None:
         """End the epoch here; stop the workers if this iterator owns them (or `terminate`).
@@ -759,12 +829,16 @@ class WorkerIterator:
         """
         self._done = True
         if self._owns_pool or terminate:
-            self._pool.close(terminate=terminate or self._sent > self._next)
+            self._pool.close(terminate=terminate or self._in_flight())
+
+    def _in_flight(self) -> bool:
+        """Batches sent to worker processes and not received: those workers are ended, not waited for."""
+        return self._sent > self._next and self._pool.kind == "process"
 
     def __del__(self):
         try:
             if self._owns_pool:
-                self._pool.close(terminate=self._sent > self._next)
+                self._pool.close(terminate=self._in_flight())
         except Exception:  # noqa: BLE001 - at interpreter exit modules may be gone
             pass
 

@@ -318,16 +318,21 @@ def test_sampler_is_iterated_afresh_each_epoch():
 
 
 def test_epoch_indices_is_what_iteration_gives():
+    """Both against the truth drawn by hand: epoch e is the e-th permutation of default_rng(seed)."""
     X, y = _random_arrays(23)
     ds = fm.ArrayDataset(X, y)
+    truth = np.random.default_rng(7)
     reference = fm.DataLoader(ds, batch_size=5, shuffle=True, seed=7)
     split = fm.DataLoader(ds, batch_size=5, shuffle=True, seed=7)
     for _ in range(3):  # epoch_indices advances the generator exactly as one iter() does
+        order = truth.permutation(23)
+        expected = [order[start : start + 5] for start in range(0, 23, 5)]
         indices = split.epoch_indices()
         assert all(idx.dtype == np.int64 and idx.ndim == 1 for idx in indices)
+        assert [i.tolist() for i in indices] == [e.tolist() for e in expected]
         batches = list(reference)
-        assert len(indices) == len(batches)
-        for idx, (Xb, yb) in zip(indices, batches):
+        assert len(batches) == len(expected)
+        for idx, (Xb, yb) in zip(expected, batches):
             np.testing.assert_array_equal(X[idx], Xb)  # bit for bit: the same gather
             np.testing.assert_array_equal(y[idx], yb)
     assert [len(i) for i in fm.DataLoader(ds, batch_size=5, drop_last=True).epoch_indices()] == [5, 5, 5, 5]
@@ -460,6 +465,13 @@ def test_distributed_sampler_matches_pytorch(n, num_replicas, shuffle, drop_last
         )
         for r in range(num_replicas)
     ]
+    def their_unshuffled(epoch):
+        samplers = [
+            TorchDistributedSampler(dataset, num_replicas=num_replicas, rank=r, shuffle=False, drop_last=drop_last)
+            for r in range(num_replicas)
+        ]
+        return [list(sampler) for sampler in samplers]
+
     for epoch in (0, 1, 0):
         for sampler in ours + theirs:
             sampler.set_epoch(epoch)
@@ -483,9 +495,11 @@ def test_distributed_sampler_matches_pytorch(n, num_replicas, shuffle, drop_last
                 assert sorted(full[:n]) == list(range(n))  # every example once ...
                 assert full[n:] == (full[:n] * (len(full) // n + 1))[: len(full) - n]  # ... then its head again
         if shuffle:
+            # PyTorch's padding and interleaving (its unshuffled sampler's positions) applied to the
+            # documented order, default_rng(seed + epoch).permutation(n), gives each rank's indices.
             permutation = np.random.default_rng(seed + epoch).permutation(n)
-            full = [our_lists[i % num_replicas][i // num_replicas] for i in range(ours[0].total_size)]
-            assert full[: min(n, len(full))] == permutation[: min(n, len(full))].tolist()
+            for our_list, positions in zip(our_lists, their_unshuffled(epoch)):
+                assert our_list == permutation[positions].tolist()
         if epoch == 0:
             first = our_lists
     assert our_lists == first  # set_epoch(0) again: the same order
@@ -497,6 +511,17 @@ def test_distributed_sampler_matches_pytorch(n, num_replicas, shuffle, drop_last
         ours[0].set_epoch(epoch)
         twin.set_epoch(epoch)
         assert list(ours[0]) == list(twin)
+
+
+def test_distributed_sampler_shuffled_values_written_out():
+    """default_rng(4 + 1).permutation(7) is [1, 4, 2, 3, 6, 5, 0]; padded with its head [1, 4] to 9,
+    rank r takes positions r, r + 3, r + 6; with drop_last the list is cut to 6 instead."""
+    samplers = [fm.DistributedSampler(list(range(7)), num_replicas=3, rank=r, seed=4) for r in range(3)]
+    cut = [fm.DistributedSampler(list(range(7)), num_replicas=3, rank=r, seed=4, drop_last=True) for r in range(3)]
+    for sampler in samplers + cut:
+        sampler.set_epoch(1)
+    assert [list(s) for s in samplers] == [[1, 3, 0], [4, 6, 1], [2, 5, 4]]
+    assert [list(s) for s in cut] == [[1, 3], [4, 6], [2, 5]]
 
 
 def test_distributed_sampler_reshuffles_with_epoch():
