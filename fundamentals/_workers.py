@@ -29,6 +29,7 @@ import mmap
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
+import multiprocessing.process
 import os
 import pickle
 import queue
@@ -454,8 +455,7 @@ def _unpicklable_message(name: str, obj, error: Exception) -> str:
     hint = (
         "Define it with def at the top level of a module, or install cloudpickle (pip install cloudpickle)"
         if getattr(obj, "__name__", "") == "<lambda>" or "<locals>" in getattr(obj, "__qualname__", "")
-        else "Open files, locks and connections in worker_init_fn or on first use in each worker instead of in "
-        "__init__"
+        else "Open files, locks and connections in worker_init_fn or on first use in each worker instead of in __init__"
     )
     return (
         f"DataLoader: the {name} ({_describe(obj)}) cannot be sent to worker processes: {error}. {hint}; "
@@ -516,8 +516,8 @@ class WorkerPool:
         context = context or default_context()
         self._shm_prefix = setup.shm_prefix
         payload = setup if _uses_fork(context) else pickled_setup(setup, names or {})
-        self._processes = []
-        self._connections = []
+        self._processes: list[multiprocessing.process.BaseProcess] = []
+        self._connections: list[multiprocessing.connection.Connection] = []
         with _main_not_reimported(isinstance(payload, bytes) and _by_value()):
             self._start_processes(context, payload, base_seed, setup.main_pid)
 
@@ -710,7 +710,9 @@ class WorkerIterator:
     - `owns_pool`: close the pool when the epoch ends (False with persistent workers).
     """
 
-    def __init__(self, pool: WorkerPool, tasks: Iterator, length, prefetch_factor: int, timeout: float, owns_pool: bool):
+    def __init__(
+        self, pool: WorkerPool, tasks: Iterator, length, prefetch_factor: int, timeout: float, owns_pool: bool
+    ):
         self._pool = pool
         self._tasks = tasks
         self._length = length

@@ -220,7 +220,9 @@ class IterableDataset:
 def _is_iterable_style(dataset) -> bool:
     if isinstance(dataset, IterableDataset):
         return True
-    if any(c.__name__ == "IterableDataset" and c.__module__.startswith("torch.utils.data") for c in type(dataset).__mro__):
+    if any(
+        c.__name__ == "IterableDataset" and c.__module__.startswith("torch.utils.data") for c in type(dataset).__mro__
+    ):
         return True
     return hasattr(dataset, "__iter__") and not hasattr(dataset, "__getitem__")
 
@@ -943,7 +945,9 @@ class DataLoader:
         if "sampler_rng" in state:
             sampler_rng = getattr(self.sampler, "_rng", None)
             if not isinstance(sampler_rng, np.random.Generator):
-                raise ValueError("DataLoader.load_state_dict: state has 'sampler_rng' but this loader's sampler has none")
+                raise ValueError(
+                    "DataLoader.load_state_dict: state has 'sampler_rng' but this loader's sampler has none"
+                )
             _restore_rng(sampler_rng, state["sampler_rng"], "sampler_rng")
         if "sampler_epoch" in state:
             if self.sampler is None or not hasattr(self.sampler, "set_epoch"):
@@ -972,7 +976,9 @@ def _restore_rng(rng: np.random.Generator, saved, key: str) -> None:
     try:
         rng.bit_generator.state = rng_state
     except (ValueError, TypeError, KeyError) as error:
-        raise ValueError(f"DataLoader.load_state_dict: state[{key!r}] is not a valid {expected} state: {error}") from None
+        raise ValueError(
+            f"DataLoader.load_state_dict: state[{key!r}] is not a valid {expected} state: {error}"
+        ) from None
 
 
 def _no_device_plan(self) -> None:

@@ -465,6 +465,7 @@ def test_distributed_sampler_matches_pytorch(n, num_replicas, shuffle, drop_last
         )
         for r in range(num_replicas)
     ]
+
     def their_unshuffled(epoch):
         samplers = [
             TorchDistributedSampler(dataset, num_replicas=num_replicas, rank=r, shuffle=False, drop_last=drop_last)

@@ -193,7 +193,9 @@ def test_killed_worker_ends_the_iteration_naming_it():
     loader = fm.DataLoader(KillsItself(), batch_size=1, num_workers=2)  # batch k goes to worker k % 2
     iterator = iter(loader)
     pids = [process.pid for process in iterator._pool._processes]
-    with pytest.raises(RuntimeError, match=r"DataLoader worker \(pid \d+\) is killed by signal: SIGKILL\. It was worker 1"):
+    with pytest.raises(
+        RuntimeError, match=r"DataLoader worker \(pid \d+\) is killed by signal: SIGKILL\. It was worker 1"
+    ):
         list(iterator)
     for pid in pids:  # the other worker was stopped too
         _wait_until_gone(pid)
@@ -317,7 +319,9 @@ def test_state_dict_resumes_bit_identically_across_worker_counts():
     saved = first.state_dict()
     after = _batches(first)
     for num_workers, worker_type in ((0, None), (1, "thread")):
-        resumed = fm.DataLoader(Rows(X, y), batch_size=4, shuffle=True, seed=99, num_workers=num_workers, worker_type=worker_type)
+        resumed = fm.DataLoader(
+            Rows(X, y), batch_size=4, shuffle=True, seed=99, num_workers=num_workers, worker_type=worker_type
+        )
         resumed.load_state_dict(saved)
         _assert_same_batches(_batches(resumed), after)
 

@@ -414,7 +414,9 @@ def test_single_tensor():
 
 
 def test_many_tensors():
-    arrays = [np.random.standard_normal(shape) for shape in ((5, 10, 2, 3, 4, 5), (5, 10), (5, 10, 2, 5), (5, 10, 3, 7))]
+    arrays = [
+        np.random.standard_normal(shape) for shape in ((5, 10, 2, 3, 4, 5), (5, 10), (5, 10, 2, 5), (5, 10, 3, 7))
+    ]
     source = fm.ArrayDataset(*arrays)
     assert len(source) == 5
     for i in range(5):
@@ -530,7 +532,9 @@ def test_growing_dataset():
 def test_multiple_dataloaders(d):
     for multiprocessing_context in (None, "forkserver"):
         loader1_it = iter(fm.DataLoader(CountingDataset(20), num_workers=1))
-        loader2_it = iter(fm.DataLoader(CountingDataset(20), num_workers=2, multiprocessing_context=multiprocessing_context))
+        loader2_it = iter(
+            fm.DataLoader(CountingDataset(20), num_workers=2, multiprocessing_context=multiprocessing_context)
+        )
         assert [next(loader1_it), next(loader1_it), next(loader2_it), next(loader2_it)] == [0, 1, 0, 1]
         assert next(loader1_it) == 2 and next(loader2_it) == 2
         del loader1_it
@@ -730,9 +734,7 @@ def test_get_worker_info():
     assert fm.get_worker_info() is None  # None in the main process
     num_workers = 2
     dataset = TestWorkerInfoDataset(6, 2, num_workers)
-    dataloader = fm.DataLoader(
-        dataset, batch_size=2, num_workers=num_workers, worker_init_fn=_test_worker_info_init_fn
-    )
+    dataloader = fm.DataLoader(dataset, batch_size=2, num_workers=num_workers, worker_init_fn=_test_worker_info_init_fn)
     it = iter(dataloader)
     worker_pids = [p.pid for p in it._pool._processes]
     data = np.concatenate(list(it), 0)
@@ -750,7 +752,9 @@ def test_random_sampler(d):
         return sum(v > 1 for v in counts.values()), min(counts), max(counts), sum(counts.values())
 
     n = len(d.dataset) + 1
-    count_repeated, minval, maxval, count_total = sample_stat(fm.RandomSampler(d.dataset, replacement=True, num_samples=n))
+    count_repeated, minval, maxval, count_total = sample_stat(
+        fm.RandomSampler(d.dataset, replacement=True, num_samples=n)
+    )
     assert count_repeated > 0 and minval >= 0 and maxval < len(d.dataset) and count_total == n
     count_repeated, minval, maxval, count_total = sample_stat(fm.RandomSampler(d.dataset))
     assert (count_repeated, minval, maxval, count_total) == (0, 0, len(d.dataset) - 1, len(d.dataset))
@@ -879,7 +883,14 @@ def test_iterabledataset_len():
         def __iter__(self):
             return iter(range(10))
 
-    for batch_size, drop_last, expected in ((1, False, 10), (1, True, 10), (2, False, 5), (2, True, 5), (3, False, 4), (3, True, 3)):
+    for batch_size, drop_last, expected in (
+        (1, False, 10),
+        (1, True, 10),
+        (2, False, 5),
+        (2, True, 5),
+        (3, False, 4),
+        (3, True, 3),
+    ):
         assert len(fm.DataLoader(IterableDataset(), batch_size=batch_size, drop_last=drop_last)) == expected
 
 
@@ -1081,8 +1092,14 @@ def test_DistributedSampler_padding(torch):
     for n in (13, 12, 2):
         dataset = list(range(n))
         for drop_last in (False, True):
-            ours = [list(fm.DistributedSampler(dataset, world_size, r, shuffle=False, drop_last=drop_last)) for r in range(world_size)]
-            theirs = [list(DistributedSampler(dataset, world_size, r, shuffle=False, drop_last=drop_last)) for r in range(world_size)]
+            ours = [
+                list(fm.DistributedSampler(dataset, world_size, r, shuffle=False, drop_last=drop_last))
+                for r in range(world_size)
+            ]
+            theirs = [
+                list(DistributedSampler(dataset, world_size, r, shuffle=False, drop_last=drop_last))
+                for r in range(world_size)
+            ]
             assert ours == theirs
             assert len({len(rank) for rank in ours}) == 1
             expected = (n // world_size) if drop_last else math.ceil(n / world_size)

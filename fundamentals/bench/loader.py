@@ -33,6 +33,7 @@ import os
 import statistics
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -95,7 +96,7 @@ def _python_work_torch(config: dict) -> dict:
     dataset = PythonWorkDataset(config["num_items"])
     result: dict = {"torch": torch.__version__}
     for workers in (0, 2):
-        loader = TorchDataLoader(dataset, batch_size=config["batch_size"], shuffle=True, num_workers=workers)
+        loader: Any = TorchDataLoader(dataset, batch_size=config["batch_size"], shuffle=True, num_workers=workers)  # type: ignore[arg-type]
         result[f"torch_{workers}"] = _epoch_seconds(loader, config["repeats"])
     return result
 
@@ -118,7 +119,9 @@ def _run_torch_python_work(config: dict) -> dict | None:
     return None if "missing" in result else result
 
 
-def bench_python_work(num_items: int = 512, batch_size: int = 32, repeats: int = 5, *, compare_torch: bool = True) -> dict:
+def bench_python_work(
+    num_items: int = 512, batch_size: int = 32, repeats: int = 5, *, compare_torch: bool = True
+) -> dict:
     """Epochs of `PythonWorkDataset` through `fundamentals.DataLoader` and PyTorch's, 0 and 2 workers.
 
     **Returns:**
