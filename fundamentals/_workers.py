@@ -55,6 +55,8 @@ SHM_DIR = "/dev/shm"
 PARENT_CHECK_SECONDS = 1.0
 # How long a worker process may take to stop before it is terminated, then killed.
 STOP_GRACE_SECONDS = 2.0
+# How long the end of an epoch waits for workers that got no batch to finish starting, without a timeout.
+START_WAIT_SECONDS = 30.0
 
 
 # --- which worker this is -------------------------------------------------------------------------
@@ -573,7 +575,12 @@ class WorkerPool:
                     data = connection.recv_bytes()
                 except (EOFError, OSError):
                     self._raise_dead(worker_id)
-                return worker_id, _ShmUnpickler(io.BytesIO(data)).load()
+                try:
+                    return worker_id, _ShmUnpickler(io.BytesIO(data)).load()
+                except Exception as error:  # noqa: BLE001 - a reply that cannot be read ends the iteration
+                    where = self.describe(worker_id)
+                    self.close(terminate=True)
+                    raise WorkerFailed(f"DataLoader: a reply from {where} could not be read back: {error}") from None
         for worker_id, process in enumerate(self._processes):
             if process.sentinel in ready:
                 self._raise_dead(worker_id)
@@ -797,15 +804,16 @@ class WorkerIterator:
         return self._replies.pop(task_id)
 
     def _await_start(self) -> None:
-        """Wait until every worker has started (and run `worker_init_fn`), as PyTorch's shutdown does."""
+        """Wait until every worker has started and run `worker_init_fn` (within `timeout`, or 30 s).
+
+        A worker that got no batch still runs `worker_init_fn` before the epoch ends, as in PyTorch.
+        """
+        deadline = time.monotonic() + (self._timeout or START_WAIT_SECONDS)
         while self._pool.started < self._pool.num_workers and not self._pool.closed:
-            received = self._pool.receive(self._timeout)
+            received = self._pool.receive(max(0.0, deadline - time.monotonic()))
             if received is None:
-                raise RuntimeError(
-                    f"DataLoader timed out after {self._timeout:g} seconds waiting for its workers to start"
-                )
-            worker_id, reply = received
-            if reply[2] == "started":
+                return  # stuck in worker_init_fn: closing the pool ends it
+            if received[1][2] == "started":
                 self._pool.started += 1
 
     def _raise_timeout(self, task_id: int):
@@ -818,11 +826,9 @@ class WorkerIterator:
 
     def _finish(self) -> None:
         self._done = True
-        try:
-            self._await_start()
-        finally:
-            if self._owns_pool:
-                self._pool.close()
+        self._await_start()
+        if self._owns_pool:
+            self._pool.close(terminate=self._pool.started < self._pool.num_workers)
 
     def close(self, terminate: bool = False) -> None:
         """End the epoch here; stop the workers if this iterator owns them (or `terminate`).

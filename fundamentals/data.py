@@ -748,7 +748,6 @@ class DataLoader:
         self.drop_last = options.drop_last
         self.seed = seed if generator is None else generator
         self.num_workers = options.num_workers
-        self.collate_fn = options.collate_fn or (default_collate if options.batch_size or batch_sampler else None)
         self.pin_memory = bool(pin_memory)
         self.timeout = options.timeout
         self.worker_init_fn = options.worker_init_fn
@@ -758,6 +757,7 @@ class DataLoader:
         self.persistent_workers = bool(persistent_workers)
         self.worker_type = options.worker_type
         self._options = options
+        self.collate_fn = options.collate_fn or (default_collate if self._auto_collation else default_convert)
         self._rng = options.rng
         self._pool: _workers.WorkerPool | None = None
         self._initialized = True
@@ -854,7 +854,7 @@ class DataLoader:
             self.dataset,
             iterable=self._options.iterable,
             auto_collation=self._auto_collation,
-            collate_fn=self.collate_fn or default_convert,
+            collate_fn=self.collate_fn,
             batch_size=self.batch_size,
             drop_last=self.drop_last,
             arrays=self._batch_arrays(),
