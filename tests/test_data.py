@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fundamentals as fm
-from fundamentals.bench.loader import bench_loader
+from fundamentals.bench.loader import bench_loader, python_work_table
 
 try:  # the comparisons need torch; the rest of the module runs without it
     import torch
@@ -690,6 +690,11 @@ def test_bench_loader_quick_returns_positive_numbers():
         assert result[f"{key}_batches_per_s"] > 0
     assert result["speedup_vs_torch"] > 0 and result["ours_over_floor"] > 0
     assert result["num_batches"] == -(-result["num_samples"] // result["batch_size"])
+    work = result["python_work"]  # the dataset doing Python work: ours (and torch's, if installed), 0 and 2 workers
+    for key in ("ours_0", "ours_2") + (("torch_0", "torch_2") if torch is not None else ()):
+        assert work[f"{key}_epoch_ms"] > 0
+    table = "\n".join(python_work_table(result))
+    assert "| fundamentals.DataLoader (worker processes) |" in table
 
 
 def test_device_plan_follows_what_an_item_is():

@@ -227,7 +227,7 @@ def bench_loader(
     `floor` and `torch`: `<name>_epoch_ms` and `<name>_batches_per_s`; `speedup_vs_torch`
     (torch's epoch time over ours), `ours_over_floor` (ours over the floor, 1.0 is the
     floor itself), `torch_version` and `torch_threads`; and `python_work`, the result of
-    `bench_python_work` (512 items, or 128 with `quick`).
+    `bench_python_work` (512 items, or 64 with `quick`).
     """
     if quick:
         num_samples, num_features, batch_size, repeats = 2000, 32, 64, 2
@@ -269,7 +269,7 @@ def bench_loader(
     result["torch_version"] = torch_result["torch"] if torch_result else None
     result["torch_threads"] = torch_result["threads"] if torch_result else None
     result["python_work"] = bench_python_work(
-        *((128, 32, 2) if quick else (512, 32, repeats)), compare_torch=compare_torch
+        *((64, 16, 1) if quick else (512, 32, repeats)), compare_torch=compare_torch
     )
     return result
 
