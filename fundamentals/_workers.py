@@ -23,6 +23,7 @@ for free-threaded Python builds.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import itertools
 import mmap
@@ -187,7 +188,7 @@ def _serve(worker_id: int, seed: int, setup: WorkerSetup, get_task, put_result, 
     out in this worker) or `"fatal"` (the worker could not start: the iteration ends).
     """
     global _process_info
-    fetcher = setup.fetcher
+    fetcher = setup.fetcher if in_process else copy.copy(setup.fetcher)  # each thread its own pass over the data
     info = WorkerInfo(id=worker_id, num_workers=setup.num_workers, seed=seed, dataset=fetcher.dataset)
     if in_process:
         random.seed(seed)

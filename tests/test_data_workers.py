@@ -103,6 +103,18 @@ class HoldsALock:
         return index
 
 
+class ShardedRange(fm.IterableDataset):
+    """The README's pattern: each worker takes every num_workers-th item, starting at its id."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __iter__(self):
+        info = fm.get_worker_info()
+        start, step = (0, 1) if info is None else (info.id, info.num_workers)
+        return iter(range(start, self.n, step))
+
+
 def _record_init(folder: str, worker_id: int) -> None:
     with open(os.path.join(folder, f"{worker_id}-{os.getpid()}-{uuid.uuid4().hex}"), "w"):
         pass
@@ -270,6 +282,25 @@ def test_worker_init_fn_runs_in_every_worker_every_epoch(tmp_path, worker_type, 
         assert [b[1].tolist() for b in loader] == [[0, 1], [2, 3]]
     ids = sorted(int(name.split("-")[0]) for name in os.listdir(tmp_path))
     assert ids == ([0, 1, 2, 3] if persistent else [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+
+
+@pytest.mark.parametrize("num_workers, worker_type", WORKERS)
+def test_iterable_dataset_shards_itself_across_workers(num_workers, worker_type):
+    loaders = [fm.DataLoader(ShardedRange(11), batch_size=None, num_workers=num_workers, worker_type=worker_type)]
+    if num_workers:
+        loaders.append(
+            fm.DataLoader(
+                ShardedRange(11),
+                batch_size=4,
+                num_workers=num_workers,
+                worker_type=worker_type,
+                persistent_workers=True,
+            )
+        )
+    for loader in loaders:
+        for _ in range(2):  # every epoch each worker starts its share again
+            items = [int(i) for batch in loader for i in np.atleast_1d(batch)]
+            assert sorted(items) == list(range(11))
 
 
 # --- the order of batches does not depend on the workers ----------------------------------------
