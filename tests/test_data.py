@@ -626,6 +626,17 @@ def test_shuffle_with_sampler():
 
 
 @needs_torch
+def test_shuffle_takes_any_truthy_value_as_pytorch():
+    X, y = _random_arrays(5)
+    theirs = TorchDataLoader(TensorDataset(torch.from_numpy(X)), batch_size=2, shuffle=3)
+    ours = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=2, shuffle=3, seed=0)
+    assert type(theirs.sampler).__name__ == type(ours.sampler).__name__ == "RandomSampler"
+    assert ours.shuffle is True
+    order = np.concatenate(ours.epoch_indices())
+    assert order.tolist() == np.random.default_rng(0).permutation(5).tolist()
+
+
+@needs_torch
 def test_negative_num_workers():
     X, y = _random_arrays(5)
     with pytest.raises(ValueError, match="num_workers"):
