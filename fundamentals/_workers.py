@@ -495,7 +495,7 @@ class WorkerPool:
     def __init__(self, kind: str, setup: WorkerSetup, base_seed: int, context=None, names=None):
         self.kind = kind
         self.num_workers = setup.num_workers
-        self.started = 0  # workers that have run worker_init_fn
+        self.started_ids: set[int] = set()  # workers that have run worker_init_fn
         self.epoch = 0
         self.closed = False
         self._tasks: list = []
@@ -539,6 +539,10 @@ class WorkerPool:
             self._tasks.append(tasks)
             self._processes.append(process)
             self._connections.append(receiver)
+
+    @property
+    def started(self) -> int:
+        return len(self.started_ids)
 
     def describe(self, worker_id: int) -> str:
         if self.kind == "thread":
@@ -598,10 +602,16 @@ class WorkerPool:
                 how = f"is killed by signal: {-code}"
         else:
             how = f"exited unexpectedly with exit code {code}"
+        if worker_id in self.started_ids:
+            hint = "the batches it was loading are lost (if it ran out of memory, use fewer workers or smaller batches)"
+        else:
+            hint = (
+                "it died while starting: see its error above (a script whose workers re-run it needs its top-level "
+                'code under if __name__ == "__main__":, or cloudpickle installed, which spares them that)'
+            )
         self.close(terminate=True)
         raise WorkerFailed(
-            f"DataLoader worker (pid {process.pid}) {how}. It was worker {worker_id} of {self.num_workers}; "
-            "the batches it was loading are lost (if it ran out of memory, use fewer workers or smaller batches)"
+            f"DataLoader worker (pid {process.pid}) {how}. It was worker {worker_id} of {self.num_workers}; {hint}"
         )
 
     def wrap_reply(self, worker_id: int, reply):
@@ -799,7 +809,7 @@ class WorkerIterator:
             worker_id, reply = received
             epoch, reply_id, status, data = self._pool.wrap_reply(worker_id, reply)
             if status == "started":
-                self._pool.started += 1
+                self._pool.started_ids.add(worker_id)
             elif epoch == self._epoch:
                 self._replies[reply_id] = (status, data)
         return self._replies.pop(task_id)
@@ -815,7 +825,7 @@ class WorkerIterator:
             if received is None:
                 return  # stuck in worker_init_fn: closing the pool ends it
             if received[1][2] == "started":
-                self._pool.started += 1
+                self._pool.started_ids.add(received[0])
 
     def _raise_timeout(self, task_id: int):
         where = self._pool.describe(self._owner[task_id])
