@@ -1117,3 +1117,35 @@ def test_ordered_dict_collate(torch):
     assert list(ours) == list(theirs) == ["b", "a"]
     for key in ours:
         assert ours[key].tolist() == theirs[key].tolist() and str(theirs[key].dtype) == f"torch.{ours[key].dtype}"
+
+
+def test_early_exit():
+    """TestDataLoaderPersistentWorkers.test_early_exit: breaking out of a persistent loader's first
+    epoch and leaving the script ends the process (its workers do not keep it alive)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = f"""
+import sys; sys.path.insert(0, {root!r})
+import numpy as np, fundamentals as fm
+
+class RandomDataset(fm.IterableDataset):
+    def __init__(self, len, size):
+        self.len, self.size = len, size
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.len <= 0:
+            raise StopIteration
+        self.len -= 1
+        return np.random.standard_normal(self.size)
+
+if __name__ == "__main__":
+    dl = fm.DataLoader(RandomDataset(64, (28, 28)), batch_size=16, num_workers=2, pin_memory=True, persistent_workers=True)
+    for _ in dl:
+        break
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=JOIN_TIMEOUT)
+    assert done.returncode == 0, done.stderr
