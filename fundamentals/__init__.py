@@ -18,13 +18,32 @@ from .autograd import (
     plot_computation_graph,
 )
 from .checkpoint import CheckpointError, load_model, save_model
-from .data import ArrayDataset, DataLoader, Dataset, DevicePlan, ToyDataset, default_collate
+from .data import (
+    ArrayDataset,
+    DataLoader,
+    Dataset,
+    DevicePlan,
+    IterableDataset,
+    ToyDataset,
+    WorkerInfo,
+    default_collate,
+    default_convert,
+    get_worker_info,
+)
 from .datasets import toy_data
 from .launch import init_distributed, launch
 from .losses import binary_cross_entropy, check_labels, cross_entropy
 from .nn import NeuralNetwork, ReLU, count_parameters, load_state_dict, state_dict
 from .plotting import plot_history
-from .samplers import DistributedSampler, SamplerIndexError
+from .samplers import (
+    BatchSampler,
+    DistributedSampler,
+    RandomSampler,
+    SamplerIndexError,
+    SequentialSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+)
 from .sharding import (
     batch_sharding,
     check_batch_size,
@@ -63,6 +82,7 @@ __all__ = [
     "EarlyStopping",
     "plot_history",
     "ArrayDataset",
+    "BatchSampler",
     "CheckpointError",
     "ComputationGraph",
     "DataLoader",
@@ -70,15 +90,21 @@ __all__ = [
     "Dataset",
     "DistributedSampler",
     "GraphLayout",
+    "IterableDataset",
     "NeuralNetwork",
+    "RandomSampler",
     "ReLU",
     "SamplerIndexError",
+    "SequentialSampler",
+    "SubsetRandomSampler",
     "TorchFileError",
     "ToyDataset",
     "TrainProgram",
     "TrainState",
     "TrainingDivergedError",
     "UnsafeFileError",
+    "WeightedRandomSampler",
+    "WorkerInfo",
     "batch_sharding",
     "binary_cross_entropy",
     "check_batch_size",
@@ -89,11 +115,13 @@ __all__ = [
     "cross_entropy",
     "data_mesh",
     "default_collate",
+    "default_convert",
     "default_device",
     "default_float_dtype",
     "default_int_dtype",
     "fit",
     "from_numpy",
+    "get_worker_info",
     "graph_layout",
     "init_distributed",
     "launch",

@@ -9,11 +9,14 @@ NumPy arrays that stay on the host until a jitted step takes them as input:
 PyTorch                                                `fundamentals`
 =====================================================  ==============================================
 ``class ToyDataset(Dataset)`` / ``TensorDataset(X, y)``  ``ArrayDataset(X, y)`` (also ``ToyDataset``)
+``class Stream(IterableDataset)``                      ``class Stream(IterableDataset)`` (or any ``__iter__``)
 ``torch.manual_seed(123)``                             ``DataLoader(..., seed=123)``
 ``DataLoader(ds, batch_size=2, shuffle=True)``          ``DataLoader(ds, batch_size=2, shuffle=True, seed=123)``
-``DataLoader(ds, ..., drop_last=True)``                ``DataLoader(ds, ..., drop_last=True)``
+``DataLoader(ds, batch_size=None)``                    ``DataLoader(ds, batch_size=None)``
+``DataLoader(ds, batch_sampler=BatchSampler(...))``     ``DataLoader(ds, batch_sampler=BatchSampler(...))``
 ``DataLoader(ds, sampler=DistributedSampler(ds))``      ``DataLoader(ds, sampler=DistributedSampler(ds))``
-``sampler.set_epoch(epoch)``                           ``sampler.set_epoch(epoch)``
+``DataLoader(ds, num_workers=2)`` (processes)          ``DataLoader(ds, num_workers=2)`` (processes)
+``torch.utils.data.get_worker_info()``                 ``get_worker_info()``
 ``for X, y in loader:`` (tensors)                      ``for X, y in loader:`` (NumPy arrays)
 =====================================================  ==============================================
 
@@ -31,32 +34,48 @@ Two things differ on purpose:
 
 from __future__ import annotations
 
-import collections
 import collections.abc
-import concurrent.futures
 import copy
+import hashlib
 import itertools
+import json
 import multiprocessing
 import multiprocessing.context
-import threading
+import os
+import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from . import _workers
 from ._checks import check_int
 from ._checks import is_int as _is_int
-from .samplers import Sampler, sampler_order
+from ._workers import Fetcher, WorkerInfo, get_worker_info
+from .samplers import (
+    BatchSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    check_range,
+    index_blocks,
+    make_rng,
+)
 from .tensors import to_numpy
 
 __all__ = [
     "Dataset",
+    "IterableDataset",
     "ArrayDataset",
     "ToyDataset",
     "default_collate",
+    "default_convert",
     "DataLoader",
     "DevicePlan",
+    "WorkerInfo",
+    "get_worker_info",
 ]
 
 
@@ -184,6 +203,30 @@ def _no_batch_arrays(self) -> None:
 ToyDataset = ArrayDataset
 
 
+class IterableDataset:
+    """An iterable-style dataset: `__iter__` gives the items of one pass (`__len__` optional).
+
+    The base class behind `torch.utils.data.IterableDataset`, for streams that cannot be
+    indexed (lines of a file, records from a service). `DataLoader` iterates it once per epoch
+    and batches what it yields; with workers, each worker iterates its own copy, so the
+    dataset shards itself with `get_worker_info()` as in PyTorch. Subclassing is optional: an
+    object with `__iter__` and without `__getitem__` is iterable-style too.
+    """
+
+    def __iter__(self) -> Iterator:
+        raise NotImplementedError(f"{type(self).__name__} must define __iter__")
+
+
+def _is_iterable_style(dataset) -> bool:
+    if isinstance(dataset, IterableDataset):
+        return True
+    if any(
+        c.__name__ == "IterableDataset" and c.__module__.startswith("torch.utils.data") for c in type(dataset).__mro__
+    ):
+        return True
+    return hasattr(dataset, "__iter__") and not hasattr(dataset, "__getitem__")
+
+
 @dataclass(frozen=True)
 class DevicePlan:
     """What a loader's epochs are, in terms a compiled program can run on the device.
@@ -196,12 +239,106 @@ class DevicePlan:
     **Fields:**
 
     - `arrays`: the dataset's arrays, the features first and the labels second.
-    - `epochs`: called once per epoch (advancing the loader's shuffle exactly as `iter(loader)`
-      does), it returns that epoch's batches of indices: 1-D integer arrays.
+    - `epochs`: called once per epoch (starting the sampler, and drawing the shuffle, exactly
+      as `iter(loader)` does), it returns an iterator over that epoch's batches of indices,
+      1-D `int64` arrays, pulled from the sampler as they are needed.
     """
 
     arrays: tuple[np.ndarray, ...]
     epochs: Callable[[], Iterable[np.ndarray]]
+
+
+# --- collate -------------------------------------------------------------------------------------
+
+_COLLATE_ERROR = "default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; found {}"
+# NumPy dtype kinds PyTorch refuses to stack: strings, bytes, objects (its np_str_obj_array_pattern).
+_REFUSED_KINDS = "SaUOV"
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+
+
+def _torch_result_dtype(dtypes: list[np.dtype]) -> np.dtype:
+    """The dtype `torch.tensor` / `torch.stack` gives a mix of dtypes (`torch.promote_types`).
+
+    Unlike NumPy, a higher category wins outright: int64 with float16 is float16, not float64.
+    """
+    top = max(_CATEGORY[d.kind] for d in dtypes)
+    result = dtypes[0] if _CATEGORY[dtypes[0].kind] == top else None
+    for dtype in dtypes:
+        if _CATEGORY[dtype.kind] == top:
+            result = dtype if result is None else np.promote_types(result, dtype)
+    if top == 3:  # complex with float64 is complex128, as in NumPy
+        result = np.result_type(result, *(d for d in dtypes if d.kind == "f"))
+    assert result is not None
+    return np.dtype(result)
+
+
+def _scalar_dtype(value) -> np.dtype:
+    """The dtype `torch.tensor` infers for one Python or NumPy scalar (a Python float is float32)."""
+    if isinstance(value, np.generic):
+        return value.dtype
+    if isinstance(value, bool):
+        return np.dtype(np.bool_)
+    if isinstance(value, int):
+        return np.dtype(np.int64)
+    if isinstance(value, float):
+        return np.dtype(np.float32)  # torch's default dtype
+    if isinstance(value, complex):
+        return np.dtype(np.complex64)
+    raise TypeError(_COLLATE_ERROR.format(type(value)))
+
+
+def _collate_scalars(batch: list) -> np.ndarray:
+    dtypes = {_scalar_dtype(value) for value in batch}
+    dtype = next(iter(dtypes)) if len(dtypes) == 1 else _torch_result_dtype(sorted(dtypes, key=str))
+    return np.array(batch, dtype=dtype)
+
+
+def _collate_arrays(batch: list) -> np.ndarray:
+    arrays = [item if isinstance(item, np.ndarray) else np.asarray(item) for item in batch]
+    first = arrays[0]
+    if first.dtype.kind in _REFUSED_KINDS:
+        raise TypeError(_COLLATE_ERROR.format(first.dtype))
+    for position, array in enumerate(arrays):
+        if array.shape != first.shape:
+            raise ValueError(
+                f"default_collate: stack expects each array to be equal size, but got shape {first.shape} at "
+                f"entry 0 and shape {array.shape} at entry {position}"
+            )
+    dtypes = {array.dtype for array in arrays}
+    if len(dtypes) == 1:
+        # np.array stacks equal-shape arrays as np.stack does, at a quarter of its cost for small items.
+        return np.array(arrays)
+    return np.array(arrays, dtype=_torch_result_dtype(sorted(dtypes, key=str)))
+
+
+def _collate_sequence(elem, batch: list, collate: Callable[[list], Any]):
+    size = len(elem)
+    if any(len(item) != size for item in batch):
+        raise RuntimeError("each element in list of batch should be of equal size")
+    fields = [collate(list(samples)) for samples in zip(*batch)]
+    if isinstance(elem, tuple):
+        return tuple(fields)  # PyTorch gives a list here; a tuple keeps every loader's batches tuples
+    try:
+        if isinstance(elem, collections.abc.MutableSequence):
+            clone = copy.copy(elem)
+            for position, field in enumerate(fields):
+                clone[position] = field
+            return clone
+        return type(elem)(fields)
+    except TypeError:  # a sequence type that cannot be built from a list, e.g. range
+        return fields
+
+
+def _collate_mapping(elem, batch: list, collate: Callable[[list], Any]):
+    collated = {key: collate([item[key] for item in batch]) for key in elem}
+    try:
+        if isinstance(elem, collections.abc.MutableMapping):
+            clone = copy.copy(elem)
+            clone.update(collated)
+            return clone
+        return type(elem)(collated)
+    except TypeError:
+        return collated
 
 
 def default_collate(batch: list):
@@ -213,69 +350,69 @@ def default_collate(batch: list):
 
     **Returns:**
 
-    The items merged along a new first axis, recursively:
+    The items merged along a new first axis, recursively, with PyTorch's rules and dtypes:
 
-    - arrays (NumPy, JAX, PyTorch: anything with `__array__`) and NumPy scalars are stacked
-      with `numpy.stack`, keeping their dtype;
-    - Python ints become `int64` arrays, floats `float64`, bools `bool` (PyTorch's dtypes);
-    - strings and bytes stay a list;
-    - a dict gives a dict of collated values, a named tuple the same named tuple;
+    - arrays (NumPy, JAX, PyTorch: anything with `__array__`) are stacked; mixed dtypes
+      promote as `torch.stack` promotes them (int64 with float16 is float16);
+    - Python and NumPy numbers become one array: a batch that starts with a Python float is
+      `float64`; otherwise the dtype is what `torch.tensor` infers (ints `int64`, bools `bool`,
+      `[1, 2.5]` float32 `[1.0, 2.5]`, `[True, 2]` int64 `[1, 2]`, NumPy scalars their dtype);
+    - strings and bytes stay the list they came in;
+    - a mapping gives the same mapping type (an `OrderedDict`, a dict subclass) of collated
+      values, a named tuple the same named tuple, a list or sequence subclass the same type;
     - a tuple gives a **tuple** of collated fields (PyTorch gives a list here; a tuple keeps
-      the batches of a generic dataset the same type as an `ArrayDataset`'s), a list a list.
+      the batches of a generic dataset the same type as an `ArrayDataset`'s).
 
     **Raises:**
 
-    `TypeError` for an item of another type; `ValueError` if items have different shapes,
-    lengths or keys.
+    `TypeError` with PyTorch's message for items of another type and for arrays of strings or
+    objects; `RuntimeError` (PyTorch's) for sequences of different lengths; `ValueError` for
+    arrays of different shapes or an empty batch.
     """
-    if not isinstance(batch, (list, tuple)) or len(batch) == 0:
+    if not isinstance(batch, (collections.abc.Sequence, np.ndarray)) or len(batch) == 0:
         raise ValueError(f"default_collate: batch must be a non-empty list of items, got {batch!r}")
     elem = batch[0]
-    if isinstance(elem, (bool, np.bool_)):
-        return np.array(batch, dtype=np.bool_)
-    if isinstance(elem, int):
-        return np.array(batch, dtype=np.int64)
+    if type(elem) is tuple:  # the usual (features, label) item, first
+        return _collate_sequence(elem, batch, default_collate)
+    if isinstance(elem, np.ndarray):
+        return _collate_arrays(batch)
+    if isinstance(elem, (np.bool_, np.number, np.object_)):
+        return _collate_scalars(batch)
     if isinstance(elem, float):
         return np.array(batch, dtype=np.float64)
+    if isinstance(elem, int):
+        return _collate_scalars(batch)
     if isinstance(elem, (str, bytes)):
-        return list(batch)
-    if isinstance(elem, (np.ndarray, np.generic)) or hasattr(elem, "__array__"):
-        arrays = [item if isinstance(item, (np.ndarray, np.generic)) else np.asarray(item) for item in batch]
-        if arrays[0].dtype.kind in "OUSV":
-            raise TypeError(f"default_collate: cannot stack arrays of dtype {arrays[0].dtype}")
-        shapes = {item.shape for item in arrays}
-        if len(shapes) > 1:
-            raise ValueError(
-                f"default_collate: items must have the same shape to be stacked, got shapes {sorted(shapes)}"
-            )
-        # np.array stacks equal-shape arrays as np.stack does, at a quarter of its cost for small items.
-        return np.array(arrays)
-    if type(elem) is tuple:  # the usual (features, label) item, without the ABC checks below
-        if any(len(item) != len(elem) for item in batch):
-            raise ValueError("default_collate: each item in the batch must have the same length")
-        return tuple(default_collate(list(field)) for field in zip(*batch))
+        return batch
+    if hasattr(elem, "__array__"):  # JAX and PyTorch arrays
+        return _collate_arrays(batch)
     if isinstance(elem, collections.abc.Mapping):
-        keys = list(elem.keys())
-        for item in batch:
-            if not isinstance(item, collections.abc.Mapping) or set(item.keys()) != set(keys):
-                raise ValueError(f"default_collate: every dict item must have the keys {keys}, got {item!r}")
-        return {key: default_collate([item[key] for item in batch]) for key in keys}
+        return _collate_mapping(elem, batch, default_collate)
     if isinstance(elem, tuple) and hasattr(elem, "_fields"):  # a named tuple
-        return type(elem)(*(default_collate(list(field)) for field in zip(*batch)))
+        return type(elem)(*(default_collate(list(samples)) for samples in zip(*batch)))
     if isinstance(elem, collections.abc.Sequence):
-        if any(len(item) != len(elem) for item in batch):
-            raise ValueError("default_collate: each item in the batch must have the same length")
-        fields = [default_collate(list(field)) for field in zip(*batch)]
-        return tuple(fields) if isinstance(elem, tuple) else fields
-    raise TypeError(
-        "default_collate: items must be arrays, numbers, strings, dicts or sequences of those; "
-        f"found {type(elem).__name__}"
-    )
+        return _collate_sequence(elem, batch, default_collate)
+    raise TypeError(_COLLATE_ERROR.format(type(elem)))
 
 
-def _fetch_items(dataset, indices: np.ndarray, collate_fn):
-    # PyTorch's map-style fetcher: one dataset[i] per index, then collate.
-    return collate_fn([dataset[int(i)] for i in indices])
+def default_convert(data):
+    """One item, unbatched, as `torch.utils.data.default_convert` leaves it for `batch_size=None`.
+
+    NumPy scalars become 0-d arrays (PyTorch makes them tensors); arrays, Python numbers and
+    strings stay as they are; containers keep their type (a tuple stays a tuple) with their
+    contents converted.
+    """
+    if isinstance(data, np.generic) and not isinstance(data, (np.str_, np.bytes_)):
+        return np.asarray(data)
+    if isinstance(data, (np.ndarray, str, bytes)) or not isinstance(
+        data, (collections.abc.Mapping, collections.abc.Sequence)
+    ):
+        return data
+    if isinstance(data, collections.abc.Mapping):
+        return _collate_mapping(data, [data], lambda values: default_convert(values[0]))
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return type(data)(*(default_convert(value) for value in data))
+    return _collate_sequence(data, [data], lambda values: default_convert(values[0]))
 
 
 def _json_state(state):
@@ -289,14 +426,219 @@ def _json_state(state):
     return state
 
 
+# --- options -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Options:
+    """A `DataLoader`'s arguments, checked in PyTorch's order and with PyTorch's messages.
+
+    PyTorch's own checks come first and word their errors as PyTorch does (behind this
+    library's `"DataLoader: "` prefix), so code that matches on them keeps working; the type
+    checks PyTorch leaves to a later traceback follow, each naming its argument.
+    """
+
+    iterable: bool
+    batch_size: int | None
+    sampler: Any
+    batch_sampler: Any
+    custom_batch_sampler: bool
+    drop_last: bool
+    num_workers: int
+    collate_fn: Callable | None
+    worker_init_fn: Callable | None
+    timeout: float
+    prefetch_factor: int | None
+    context: multiprocessing.context.BaseContext | None
+    worker_type: str | None
+    rng: np.random.Generator
+
+    @classmethod
+    def check(cls, dataset, arguments: dict) -> _Options:
+        iterable = _check_dataset(dataset)
+        num_workers, prefetch_factor, timeout = _check_worker_counts(arguments)
+        sampler, batch_sampler, batch_size, drop_last, rng = _check_sampling(dataset, iterable, arguments)
+        context, worker_type = _check_worker_kind(num_workers, arguments)
+        for name in ("collate_fn", "worker_init_fn"):
+            if arguments[name] is not None and not callable(arguments[name]):
+                raise TypeError(f"DataLoader: {name} must be callable, got {type(arguments[name]).__name__}")
+        return cls(
+            iterable=iterable,
+            batch_size=batch_size,
+            sampler=sampler,
+            batch_sampler=batch_sampler,
+            custom_batch_sampler=arguments["batch_sampler"] is not None,
+            drop_last=drop_last,
+            num_workers=num_workers,
+            collate_fn=arguments["collate_fn"],
+            worker_init_fn=arguments["worker_init_fn"],
+            timeout=timeout,
+            prefetch_factor=prefetch_factor,
+            context=context,
+            worker_type=worker_type,
+            rng=rng,
+        )
+
+
+def _check_dataset(dataset) -> bool:
+    """True for an iterable-style dataset, False for a map-style one, or a `TypeError`."""
+    if _is_iterable_style(dataset):
+        if hasattr(dataset, "__next__") and not isinstance(dataset, IterableDataset):
+            raise TypeError(
+                f"DataLoader: dataset is an iterator ({type(dataset).__name__}), which can be read only once; pass an "
+                "object whose __iter__ starts a new pass each epoch (an IterableDataset), or a map-style dataset"
+            )
+        return True
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise TypeError(
+            "DataLoader: dataset must be a map-style dataset with __len__ and __getitem__, or an iterable-style "
+            f"dataset with __iter__, got {type(dataset).__name__}"
+        )
+    return False
+
+
+def _check_worker_counts(arguments: dict) -> tuple[int, int | None, float]:
+    num_workers, prefetch_factor, timeout = arguments["num_workers"], arguments["prefetch_factor"], arguments["timeout"]
+    if _is_int(num_workers) and num_workers < 0:
+        raise ValueError(
+            "DataLoader: num_workers option should be non-negative; use num_workers=0 to disable multiprocessing."
+        )
+    num_workers = check_int("DataLoader: num_workers", num_workers, 0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)):
+        raise TypeError(f"DataLoader: timeout must be a number of seconds, got {type(timeout).__name__}")
+    if timeout < 0:
+        raise ValueError("DataLoader: timeout option should be non-negative")
+    if num_workers == 0 and prefetch_factor is not None:
+        raise ValueError(
+            "DataLoader: prefetch_factor option could only be specified in multiprocessing."
+            "let num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor to None."
+        )
+    if prefetch_factor is not None:
+        if not _is_int(prefetch_factor):
+            raise TypeError(f"DataLoader: prefetch_factor must be an int or None, got {type(prefetch_factor).__name__}")
+        if prefetch_factor < 0:
+            raise ValueError("DataLoader: prefetch_factor option should be non-negative")
+        if prefetch_factor == 0:
+            raise ValueError(
+                "DataLoader: prefetch_factor must be at least 1 here: 0 batches in flight would load nothing"
+            )
+    for name in ("pin_memory", "persistent_workers"):
+        if not isinstance(arguments[name], (bool, np.bool_)):
+            raise TypeError(f"DataLoader: {name} must be a bool, got {type(arguments[name]).__name__}")
+    if arguments["persistent_workers"] and num_workers == 0:
+        raise ValueError("DataLoader: persistent_workers option needs num_workers > 0")
+    if timeout > 0 and num_workers == 0:
+        # torch fails later, on iteration (an AssertionError: timeout == 0 without workers).
+        raise ValueError(
+            f"DataLoader: timeout={timeout!r} needs num_workers > 0: without workers batches are made in the "
+            "loop itself, and there is nothing to wait for"
+        )
+    if num_workers:
+        prefetch_factor = 2 if prefetch_factor is None else int(prefetch_factor)
+    return num_workers, prefetch_factor, float(timeout)
+
+
+def _check_sampling(dataset, iterable: bool, arguments: dict):
+    """`(sampler, batch_sampler, batch_size, drop_last, rng)` from the sampling arguments."""
+    shuffle, sampler, batch_sampler = arguments["shuffle"], arguments["sampler"], arguments["batch_sampler"]
+    batch_size, drop_last = arguments["batch_size"], arguments["drop_last"]
+    rng = _check_seed(arguments["seed"], arguments["generator"])
+    if iterable:
+        for name, value, unset in (("shuffle", shuffle, (False, None)), ("sampler", sampler, (None,))):
+            if not any(value is u for u in unset):
+                raise ValueError(
+                    f"DataLoader: DataLoader with IterableDataset: expected unspecified {name} option, but got "
+                    f"{name}={value}"
+                )
+        if batch_sampler is not None:
+            raise ValueError(
+                "DataLoader: DataLoader with IterableDataset: expected unspecified batch_sampler option, but got "
+                f"batch_sampler={batch_sampler}"
+            )
+    if sampler is not None and shuffle:
+        raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle")
+    if batch_sampler is not None:
+        if batch_size != 1 or shuffle or sampler is not None or drop_last:
+            raise ValueError(
+                "DataLoader: batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, and drop_last"
+            )
+        if not hasattr(batch_sampler, "__iter__"):
+            raise TypeError(
+                f"DataLoader: batch_sampler must be an iterable of index lists, got {type(batch_sampler).__name__}"
+            )
+        batch_size, drop_last = None, False
+    elif batch_size is None and drop_last:
+        raise ValueError(
+            "DataLoader: batch_size=None option disables auto-batching and is mutually exclusive with drop_last"
+        )
+    if batch_size is not None:
+        batch_size = check_int("DataLoader: batch_size", batch_size, 1)
+    if not isinstance(drop_last, (bool, np.bool_)):
+        raise TypeError(f"DataLoader: drop_last must be a bool, got {type(drop_last).__name__}")
+    if sampler is not None and not hasattr(sampler, "__iter__"):
+        raise TypeError(f"DataLoader: sampler must be an iterable of indices, got {type(sampler).__name__}")
+    if sampler is None and not iterable:
+        sampler = RandomSampler(dataset, generator=rng) if shuffle else SequentialSampler(dataset)
+    if batch_size is not None and batch_sampler is None and not iterable:
+        batch_sampler = BatchSampler(sampler, batch_size, bool(drop_last))
+    return sampler, batch_sampler, batch_size, bool(drop_last), rng
+
+
+def _check_seed(seed, generator) -> np.random.Generator:
+    name = "seed"
+    if generator is not None:
+        if seed is not None:
+            raise ValueError("DataLoader: pass seed or generator, not both (they are the same thing here)")
+        seed, name = generator, "generator"
+    if seed is not None and not (_is_int(seed) or isinstance(seed, np.random.Generator)):
+        if type(seed).__module__.split(".")[0] != "torch":
+            raise TypeError(
+                f"DataLoader: {name} must be an int seed, a numpy.random.Generator or None, got {type(seed).__name__}"
+            )
+    return make_rng("DataLoader", seed)
+
+
+def _check_worker_kind(num_workers: int, arguments: dict):
+    """`(multiprocessing context or None, worker_type or None)`."""
+    context, worker_type = arguments["multiprocessing_context"], arguments["worker_type"]
+    if worker_type not in (None, "process", "thread"):
+        raise ValueError(f"DataLoader: worker_type must be 'process', 'thread' or None, got {worker_type!r}")
+    if context is None:
+        return None, worker_type
+    if num_workers == 0:
+        raise ValueError(
+            "DataLoader: multiprocessing_context can only be used with multi-process loading "
+            f"(num_workers > 0), but got num_workers={num_workers}"
+        )
+    if isinstance(context, str):
+        methods = multiprocessing.get_all_start_methods()
+        if context not in methods:
+            raise ValueError(
+                f"DataLoader: multiprocessing_context option should specify a valid start method in {methods!r}, "
+                f"but got multiprocessing_context={context!r}"
+            )
+        context = multiprocessing.get_context(context)
+    if not isinstance(context, multiprocessing.context.BaseContext):
+        raise TypeError(
+            "DataLoader: multiprocessing_context option should be a valid context object or a string "
+            f"specifying the start method, but got multiprocessing_context={context!r}"
+        )
+    if worker_type == "thread":
+        raise ValueError("DataLoader: multiprocessing_context needs worker processes, but worker_type='thread'")
+    return context, "process"
+
+
+_FROZEN = ("batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers")
+
+
 class DataLoader:
     """Batches of a dataset, shuffled and collated, with `torch.utils.data.DataLoader` semantics.
 
-    Replaces `torch.utils.data.DataLoader(dataset, batch_size, shuffle, sampler, num_workers,
-    collate_fn, pin_memory, drop_last, timeout, worker_init_fn, multiprocessing_context,
-    generator, prefetch_factor, persistent_workers)`, with `seed` (or `generator`) in place of
-    `torch.manual_seed`. The book's `DataLoader(..., pin_memory=True, drop_last=True,
-    sampler=DistributedSampler(train_ds))` runs as written.
+    Replaces `torch.utils.data.DataLoader(dataset, batch_size, shuffle, sampler, batch_sampler,
+    num_workers, collate_fn, pin_memory, drop_last, timeout, worker_init_fn,
+    multiprocessing_context, generator, prefetch_factor, persistent_workers)`, with `seed` (or
+    `generator`) in place of `torch.manual_seed`. The book's `DataLoader(..., pin_memory=True,
+    drop_last=True, sampler=DistributedSampler(train_ds))` runs as written.
 
     ```python
     X_train, y_train, _, _ = toy_data()
@@ -309,232 +651,179 @@ class DataLoader:
     What a PyTorch user sees is the same:
 
     - `len(loader)` is `ceil(n / batch_size)`, or `floor` with `drop_last`, where `n` is
-      `len(sampler)` if a sampler is given, else `len(dataset)`.
+      `len(sampler)` if a sampler is given, else `len(dataset)` (0 for an empty dataset);
+      `len(batch_sampler)` with a batch sampler; a `TypeError` if the length is unknown.
     - Every `iter(loader)` with `shuffle=True` draws a new permutation; the sequence of
-      epochs is fixed by `seed`.
-    - A `sampler` is any iterable of indices with a length (a list, a `DistributedSampler`),
-      iterated afresh every epoch.
+      epochs is fixed by `seed`. The same seed gives the same batches with or without workers.
+    - A `sampler` is any iterable of indices, iterated afresh every epoch and pulled lazily
+      (an endless sampler works; `len(loader)` then raises).
     - An `ArrayDataset` gives `(features, labels)` tuples of arrays; another dataset's items
       are merged by `collate_fn`, `default_collate` by default.
+    - An exception raised for one batch (by the dataset or `collate_fn`) is raised for that
+      batch, in order, and iterating again goes on with the next batch.
+    - `batch_size`, `sampler`, `batch_sampler`, `drop_last`, `dataset` and
+      `persistent_workers` cannot be reassigned after construction (a `ValueError`).
 
     **Arguments:**
 
-    - `dataset`: a map-style dataset (`__len__` and `__getitem__`), usually an `ArrayDataset`.
-    - `batch_size`: examples per batch, a positive int.
-    - `shuffle`: draw a new random order every epoch. Not allowed together with `sampler`.
-    - `sampler`: an iterable of indices with `__len__`, giving the order of each epoch.
-    - `drop_last`: drop the last batch if it is smaller than `batch_size`.
-    - `seed`: an int, a `numpy.random.Generator` (used as it is, and advanced), or None for a
-      random seed (PyTorch's behaviour without `manual_seed`).
-    - `num_workers`: if above 0, this many background threads prepare the next batches
-      (threads, not processes: the gathers release the GIL and nothing is pickled). Batches
-      come in the same order as with 0. The dataset must be safe to read from threads.
+    - `dataset`: a map-style dataset (`__len__` and `__getitem__`), usually an `ArrayDataset`,
+      or an iterable-style one (`__iter__`, see `IterableDataset`).
+    - `batch_size`: examples per batch, a positive int, or None for no batching: each item is
+      returned as the dataset gives it (through `default_convert`).
+    - `shuffle`: draw a new random order every epoch (any truthy value, as in PyTorch). Not
+      allowed together with `sampler`, or with an iterable-style dataset.
+    - `sampler`: an iterable of indices (a list, a `RandomSampler`, a `DistributedSampler`).
+    - `batch_sampler`: an iterable of lists of indices, one list a batch (a `BatchSampler`);
+      excludes `batch_size`, `shuffle`, `sampler` and `drop_last`.
+    - `num_workers`: if above 0, this many worker processes load the batches (see
+      `worker_type`), each with its own copy of the dataset, started at every `iter(loader)`
+      (or once with `persistent_workers`). Batches come in the same order as with 0.
     - `collate_fn`: merges a list of items into a batch. Given, it is called exactly as in
       PyTorch, `collate_fn([dataset[i] for i in batch_indices])`, even for an `ArrayDataset`.
-    - `pin_memory`: accepted and does nothing. PyTorch copies batches into page-locked host
-      memory for faster `.to("cuda")`; here batches stay NumPy arrays and JAX places them on
-      the device itself when a jitted step takes them (`jax.device_put` does its own staging).
-    - `timeout`: with workers, seconds to wait for a batch before raising
-      `RuntimeError("DataLoader timed out after ... seconds")`, as PyTorch; 0 waits forever.
-      Needs `num_workers > 0` (PyTorch refuses it on iteration without workers).
-    - `worker_init_fn`: called as `worker_init_fn(worker_id)` in each worker thread before it
-      loads its first batch, ids from 0 (once per epoch, or once per loader with
-      `persistent_workers`). Seed per-thread state here; PyTorch calls it in each worker
-      process.
-    - `multiprocessing_context`: checked as PyTorch checks it (a start method name or a
-      `multiprocessing` context, and only with workers) and otherwise a no-op: the workers
-      are threads, so no process is started.
+    - `pin_memory`: accepted and changes nothing. PyTorch copies batches into page-locked
+      memory for a faster `.to("cuda")`; here batches are NumPy arrays, and JAX stages a
+      host-to-device copy itself when a jitted step takes them.
+    - `drop_last`: drop the last batch if it is smaller than `batch_size`.
+    - `timeout`: with workers, seconds to wait for one batch before raising
+      `RuntimeError("DataLoader timed out after ... seconds ...")` (naming the worker) and
+      stopping the workers; 0 waits forever. Needs `num_workers > 0`.
+    - `worker_init_fn`: called as `worker_init_fn(worker_id)` in each worker when it starts,
+      whether or not it gets a batch, ids from 0 (every epoch, or once with
+      `persistent_workers`). An exception in it ends the iteration with that exception.
+    - `multiprocessing_context`: the start method of the worker processes, a name
+      (`"forkserver"`, `"spawn"`, `"fork"`) or a `multiprocessing` context. By default
+      `forkserver` (`spawn` where there is none): plain `fork` is not safe once JAX runs.
     - `generator`: another name for `seed` (an int or a `numpy.random.Generator`), where
       PyTorch takes a `torch.Generator`; pass one of the two, not both.
-    - `prefetch_factor`: with workers, batches each worker prepares ahead (default 2, as in
-      PyTorch): at most `prefetch_factor * num_workers` batches are in flight. Only with
-      `num_workers > 0`, as in PyTorch; 0 is refused (nothing would be loaded).
-    - `persistent_workers`: keep the worker threads between epochs instead of starting them
-      at every `iter(loader)` (threads start in microseconds, so it matters less than with
-      PyTorch's processes). Only with `num_workers > 0`, as in PyTorch.
+    - `prefetch_factor`: with workers, batches each worker loads ahead (default 2, as in
+      PyTorch): at most `prefetch_factor * num_workers` batches are in flight.
+    - `persistent_workers`: keep the workers (and their copies of the dataset) between epochs.
+    - `seed`: an int, a `numpy.random.Generator` (used as it is, and advanced), or None for a
+      random seed (PyTorch's behaviour without `manual_seed`).
+    - `worker_type`: `"process"` or `"thread"`; None (the default) takes processes, except
+      for a dataset whose batches are one NumPy gather per array (an `ArrayDataset` without
+      `collate_fn`), which threads load without copying the arrays into every worker, and
+      on a free-threaded Python. Threads share the dataset and need no pickling.
 
     **Raises:**
 
-    `TypeError` / `ValueError` naming the argument for a dataset without `__len__` or
-    `__getitem__`, an empty dataset, a `batch_size` that is not a positive int, `shuffle`
-    with a `sampler`, a sampler without a length, a negative `num_workers`, a bad `seed` or
-    `generator`, and PyTorch's `ValueError`s for `prefetch_factor` or `persistent_workers`
-    without workers, a negative `timeout` or `prefetch_factor`, or a bad `multiprocessing_context`;
-    `SamplerIndexError` (an `IndexError` and a `ValueError`) when a sampler gives an index
-    out of range.
+    PyTorch's `ValueError`s for the argument conflicts it checks (`sampler` with `shuffle`,
+    `batch_sampler` with `batch_size` / `shuffle` / `sampler` / `drop_last`, `batch_size=None`
+    with `drop_last`, an iterable-style dataset with `shuffle` / `sampler` / `batch_sampler`,
+    `prefetch_factor` or `persistent_workers` without workers, negative `num_workers`,
+    `timeout` or `prefetch_factor`, a bad `multiprocessing_context`), and `TypeError` /
+    `ValueError` naming the argument for wrong types. On iteration: `SamplerIndexError` (an
+    `IndexError` and a `ValueError`) when a sampler gives an index out of range; `TypeError`
+    naming the dataset, `collate_fn` or `worker_init_fn` if worker processes cannot receive it.
     """
 
     def __init__(
         self,
         dataset,
-        batch_size: int = 1,
-        shuffle: bool = False,
-        sampler: Sampler | None = None,
-        drop_last: bool = False,
-        seed: int | np.random.Generator | None = None,
+        batch_size: int | None = 1,
+        shuffle: bool | None = None,
+        sampler: Sampler | Iterable | None = None,
+        batch_sampler: Iterable | None = None,
         num_workers: int = 0,
         collate_fn: Callable[[list], Any] | None = None,
-        *,
         pin_memory: bool = False,
+        drop_last: bool = False,
         timeout: float = 0,
         worker_init_fn: Callable[[int], Any] | None = None,
         multiprocessing_context=None,
         generator: int | np.random.Generator | None = None,
+        *,
         prefetch_factor: int | None = None,
         persistent_workers: bool = False,
+        seed: int | np.random.Generator | None = None,
+        worker_type: str | None = None,
     ):
-        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-            raise TypeError(
-                f"DataLoader: dataset must be a map-style dataset with __len__ and __getitem__, "
-                f"got {type(dataset).__name__}"
-            )
-        if len(dataset) == 0:
-            raise ValueError("DataLoader: dataset is empty (len(dataset) == 0); there is nothing to load")
-        if batch_size is None:
-            raise TypeError(
-                "DataLoader: batch_size must be a positive int; batch_size=None (no batching) is not supported"
-            )
-        batch_size = check_int("DataLoader: batch_size", batch_size, 1)
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"DataLoader: shuffle must be a bool, got {type(shuffle).__name__}")
-        if not isinstance(drop_last, (bool, np.bool_)):
-            raise TypeError(f"DataLoader: drop_last must be a bool, got {type(drop_last).__name__}")
-        if sampler is not None:
-            if shuffle:
-                raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle (shuffle=True)")
-            if not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
-                raise TypeError(
-                    f"DataLoader: sampler must be an iterable of indices with __len__, got {type(sampler).__name__}"
-                )
-        num_workers = check_int("DataLoader: num_workers", num_workers, 0)
-        if collate_fn is not None and not callable(collate_fn):
-            raise TypeError(f"DataLoader: collate_fn must be callable, got {type(collate_fn).__name__}")
-        for name, flag in (("pin_memory", pin_memory), ("persistent_workers", persistent_workers)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"DataLoader: {name} must be a bool, got {type(flag).__name__}")
-        # torch's checks, in torch's order and with torch's messages.
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)):
-            raise TypeError(f"DataLoader: timeout must be a number of seconds, got {type(timeout).__name__}")
-        if timeout < 0:
-            raise ValueError("DataLoader: timeout option should be non-negative")
-        if num_workers == 0 and prefetch_factor is not None:
-            raise ValueError(
-                "DataLoader: prefetch_factor option could only be specified in multiprocessing."
-                "let num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor to None."
-            )
-        if prefetch_factor is not None:
-            if not _is_int(prefetch_factor):
-                raise TypeError(
-                    f"DataLoader: prefetch_factor must be an int or None, got {type(prefetch_factor).__name__}"
-                )
-            if prefetch_factor < 0:
-                raise ValueError("DataLoader: prefetch_factor option should be non-negative")
-            if prefetch_factor == 0:
-                raise ValueError(
-                    "DataLoader: prefetch_factor must be at least 1 here: 0 batches in flight would load nothing"
-                )
-        if persistent_workers and num_workers == 0:
-            raise ValueError("DataLoader: persistent_workers option needs num_workers > 0")
-        if timeout > 0 and num_workers == 0:
-            # torch fails later, on iteration (an AssertionError: timeout == 0 without workers).
-            raise ValueError(
-                f"DataLoader: timeout={timeout!r} needs num_workers > 0: without workers batches are made in the "
-                "loop itself, and there is nothing to wait for"
-            )
-        if worker_init_fn is not None and not callable(worker_init_fn):
-            raise TypeError(f"DataLoader: worker_init_fn must be callable, got {type(worker_init_fn).__name__}")
-        if multiprocessing_context is not None:
-            if num_workers == 0:
-                raise ValueError(
-                    "DataLoader: multiprocessing_context can only be used with multi-process loading "
-                    f"(num_workers > 0), but got num_workers={num_workers}"
-                )
-            if isinstance(multiprocessing_context, str):
-                methods = multiprocessing.get_all_start_methods()
-                if multiprocessing_context not in methods:
-                    raise ValueError(
-                        f"DataLoader: multiprocessing_context option should specify a valid start method in {methods!r}, "
-                        f"but got multiprocessing_context={multiprocessing_context!r}"
-                    )
-            elif not isinstance(multiprocessing_context, multiprocessing.context.BaseContext):
-                raise TypeError(
-                    "DataLoader: multiprocessing_context option should be a valid context object or a string "
-                    f"specifying the start method, but got multiprocessing_context={multiprocessing_context!r}"
-                )
-        if generator is not None:
-            if seed is not None:
-                raise ValueError("DataLoader: pass seed or generator, not both (they are the same thing here)")
-            if type(generator).__module__.split(".")[0] == "torch":
-                raise TypeError(
-                    "DataLoader: generator must be an int seed or a numpy.random.Generator; a torch.Generator cannot "
-                    "drive NumPy's shuffle (pass its seed instead: generator=g.initial_seed())"
-                )
-            if not (_is_int(generator) or isinstance(generator, np.random.Generator)):
-                raise TypeError(
-                    f"DataLoader: generator must be an int seed or a numpy.random.Generator, got {type(generator).__name__}"
-                )
-            seed = generator
-        if isinstance(seed, np.random.Generator):
-            rng = seed
-        elif seed is None:
-            rng = np.random.default_rng()
-        elif _is_int(seed):
-            if seed < 0:
-                raise ValueError(f"DataLoader: seed must be a non-negative int, got {seed!r}")
-            rng = np.random.default_rng(int(seed))
-        else:
-            raise TypeError(
-                f"DataLoader: seed must be an int, a numpy.random.Generator or None, got {type(seed).__name__}"
+        arguments = dict(locals())
+        options = _Options.check(dataset, arguments)
+        self.dataset = dataset
+        self.batch_size = options.batch_size
+        self.shuffle = bool(shuffle) and not options.iterable
+        self.sampler = options.sampler
+        self.batch_sampler = options.batch_sampler
+        self.drop_last = options.drop_last
+        self.seed = seed if generator is None else generator
+        self.num_workers = options.num_workers
+        self.pin_memory = bool(pin_memory)
+        self.timeout = options.timeout
+        self.worker_init_fn = options.worker_init_fn
+        self.multiprocessing_context = options.context
+        self.generator = generator
+        self.prefetch_factor = options.prefetch_factor
+        self.persistent_workers = bool(persistent_workers)
+        self.worker_type = options.worker_type
+        self._options = options
+        self.collate_fn = options.collate_fn or (default_collate if self._auto_collation else default_convert)
+        self._rng = options.rng
+        self._pool: _workers.WorkerPool | None = None
+        self._initialized = True
+        suggested = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if self.num_workers > suggested:
+            warnings.warn(
+                f"This DataLoader will create {self.num_workers} worker processes in total. The suggested maximum "
+                f"on this system is {suggested}; excessive worker creation might get DataLoader running slow or even "
+                "freeze, so lower num_workers if that happens.",
+                UserWarning,
+                stacklevel=2,
             )
 
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = bool(shuffle)
-        self.sampler = sampler
-        self.drop_last = bool(drop_last)
-        self.seed = seed
-        self.num_workers = num_workers
-        self.collate_fn = collate_fn
-        self.pin_memory = bool(pin_memory)
-        self.timeout = float(timeout)
-        self.worker_init_fn = worker_init_fn
-        self.multiprocessing_context = multiprocessing_context
-        self.generator = generator
-        self.prefetch_factor = (2 if prefetch_factor is None else int(prefetch_factor)) if num_workers else None
-        self.persistent_workers = bool(persistent_workers)
-        # the worker threads, kept between epochs with persistent_workers
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._rng = rng
+    def __setattr__(self, name, value):
+        if name in _FROZEN and self.__dict__.get("_initialized"):
+            raise ValueError(f"{name} attribute should not be set after {type(self).__name__} is initialized")
+        super().__setattr__(name, value)
+
+    @property
+    def _auto_collation(self) -> bool:
+        return self.batch_sampler is not None or (self._options.iterable and self.batch_size is not None)
 
     def __len__(self) -> int:
-        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
-        if self.drop_last:
-            return n // self.batch_size
-        return -(-n // self.batch_size)
+        if self._options.iterable:
+            length = len(self.dataset)  # a TypeError for a dataset without one, as in PyTorch
+            if self.batch_size is None:
+                return length
+            return length // self.batch_size if self.drop_last else -(-length // self.batch_size)
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)
+        return len(self.sampler)
+
+    def _index_batches(self) -> Iterator[np.ndarray]:
+        """One epoch's batches of indices, pulled from the sampler as they are needed.
+
+        The sampler is started (and a shuffle drawn) now, when the epoch starts.
+        """
+        n = len(self.dataset)
+        if self._options.custom_batch_sampler:
+            return _checked_batches(iter(self.batch_sampler), n)
+        assert self.batch_size is not None
+        return _batched(index_blocks(self.sampler, self.batch_size), self.batch_size, self.drop_last, n)
 
     def epoch_indices(self) -> list[np.ndarray]:
         """The batches of indices of the next epoch, as one `iter(loader)` would draw them.
 
         Advances the loader's generator (with `shuffle=True`) or iterates the sampler once,
-        exactly as `iter(loader)` does; `iter(loader)` is built on this method, so gathering
-        `dataset[idx]` for each returned `idx` gives the batches iteration would have given.
-        A training loop uses it to run a whole epoch inside one compiled `lax.scan`.
+        exactly as `iter(loader)` does: gathering `dataset[idx]` for each returned `idx` gives
+        the batches iteration would have given. The whole epoch is read at once, so an endless
+        sampler never returns here; iteration pulls it lazily.
 
         **Returns:**
 
         A list of 1-D `int64` arrays, one per batch, the last one shorter unless `drop_last`.
+
+        **Raises:**
+
+        `TypeError` for a loader without batches of indices (an iterable-style dataset, or
+        `batch_size=None`).
         """
-        n = len(self.dataset)
-        if self.sampler is not None:
-            order = sampler_order(self.sampler, n)
-        elif self.shuffle:
-            order = self._rng.permutation(n)
-        else:
-            order = np.arange(n, dtype=np.int64)
-        order = order.astype(np.int64, copy=False)
-        size = self.batch_size
-        stop = (len(order) // size) * size if self.drop_last else len(order)
-        return [order[start : min(start + size, stop)] for start in range(0, stop, size)]
+        if self._options.iterable or self.batch_sampler is None:
+            raise TypeError(
+                "DataLoader.epoch_indices: this loader has no batches of indices (an iterable-style dataset, or "
+                "batch_size=None)"
+            )
+        return list(self._index_batches())
 
     def __init_subclass__(cls, **kwargs):
         # A loader that makes its own epochs (its own __iter__) has no plan unless it states one.
@@ -543,8 +832,8 @@ class DataLoader:
             cls.device_plan = _no_device_plan
 
     def _batch_arrays(self) -> tuple[np.ndarray, ...] | None:
-        if self.collate_fn is not None:  # a collate_fn is called as given, on the items
-            return None
+        if self._options.iterable or self.batch_sampler is None or self._options.collate_fn is not None:
+            return None  # items one by one, or a collate_fn called as given, on the items
         batch_arrays = getattr(self.dataset, "batch_arrays", None)
         return batch_arrays() if callable(batch_arrays) else None
 
@@ -552,51 +841,96 @@ class DataLoader:
         """This loader's epochs as a `DevicePlan` (arrays and index orders), or None.
 
         A plan exists when every batch is a gather of the dataset's arrays: an `ArrayDataset`
-        (or a subclass that keeps its items) without a `collate_fn`. Iterating the loader then
-        gathers batches from the same plan, so a training loop that runs the plan on the device
-        (as `fit` does) sees exactly the batches iteration gives.
+        (or a subclass that keeps its items) with batches of indices and without a
+        `collate_fn`. Iterating the loader then gathers batches from the same plan, so a
+        training loop that runs the plan on the device (as `fit` does) sees exactly the
+        batches iteration gives.
         """
         arrays = self._batch_arrays()
-        return None if arrays is None else DevicePlan(arrays, self.epoch_indices)
+        return None if arrays is None else DevicePlan(arrays, self._index_batches)
 
-    def _fetcher(self) -> Callable[[np.ndarray], Any]:
-        arrays = self._batch_arrays()
-        if arrays is not None:
-            return lambda indices: tuple(array[indices] for array in arrays)
-        dataset, collate = self.dataset, self.collate_fn or default_collate
-        return lambda indices: _fetch_items(dataset, indices, collate)
+    def _fetcher(self) -> Fetcher:
+        return Fetcher(
+            self.dataset,
+            iterable=self._options.iterable,
+            auto_collation=self._auto_collation,
+            collate_fn=self.collate_fn,
+            batch_size=self.batch_size,
+            drop_last=self.drop_last,
+            arrays=self._batch_arrays(),
+        )
+
+    def _tasks(self) -> Iterator:
+        if self._options.iterable:
+            return itertools.repeat(None)
+        if self.batch_sampler is None:
+            return iter(self.sampler)
+        return self._index_batches()
+
+    def _length(self) -> int | None:
+        try:
+            return len(self)
+        except TypeError:
+            return None
 
     def __iter__(self) -> Iterator:
-        batches = self.epoch_indices()  # drawn now, as torch draws its order when iteration starts
         if self.num_workers == 0:
-            return _SerialIterator(batches, self._fetcher())
-        assert self.prefetch_factor is not None  # None only without workers
-        fetch = self._fetcher()
-        if self.worker_init_fn is not None:
-            fetch = _first_calling(self.worker_init_fn, fetch)
-        if not self.persistent_workers:
-            return _ThreadedIterator(batches, fetch, self.num_workers, self.prefetch_factor, self.timeout)
-        if self._executor is None:
-            self._executor = _worker_pool(self.num_workers)
-            self._persistent_fetch = fetch  # one worker_init_fn call per thread, for the loader's lifetime
-        return _ThreadedIterator(
-            batches, self._persistent_fetch, self.num_workers, self.prefetch_factor, self.timeout, self._executor
+            return _SerialIterator(self._tasks(), self._fetcher(), self._length())
+        base_seed = self._base_seed()  # from the generator's state, without advancing it
+        tasks = self._tasks()
+        pool = self._pool if self.persistent_workers and self._pool is not None and not self._pool.closed else None
+        if pool is None:
+            pool = self._start_workers(base_seed)
+            if self.persistent_workers:
+                self._pool = pool
+        else:
+            pool.start_epoch()
+        assert self.prefetch_factor is not None
+        return _workers.WorkerIterator(
+            pool, tasks, self._length(), self.prefetch_factor, self.timeout, owns_pool=not self.persistent_workers
         )
+
+    def _base_seed(self) -> int:
+        state = json.dumps(_json_state(self._rng.bit_generator.state), sort_keys=True).encode()
+        return int.from_bytes(hashlib.sha256(state).digest()[:8], "little") >> 1
+
+    def _start_workers(self, base_seed: int) -> _workers.WorkerPool:
+        kind = self.worker_type
+        if kind is None:
+            free_threaded = not getattr(sys, "_is_gil_enabled", lambda: True)()
+            kind = "thread" if self._batch_arrays() is not None or free_threaded else "process"
+        setup = _workers.WorkerSetup(
+            fetcher=self._fetcher(),
+            worker_init_fn=self.worker_init_fn,
+            num_workers=self.num_workers,
+            main_pid=os.getpid(),
+            shm_prefix=_workers.shm_prefix() if kind == "process" else None,
+        )
+        names = {"dataset": self.dataset}
+        for name in ("collate_fn", "worker_init_fn"):
+            if getattr(self._options, name) is not None:
+                names[name] = getattr(self._options, name)
+        return _workers.WorkerPool(kind, setup, base_seed, self.multiprocessing_context, names)
 
     def state_dict(self) -> dict:
         """The loader's position in its sequence of epochs, as a JSON-serialisable dict.
 
-        Holds the shuffling generator's `bit_generator.state` and, if the sampler has an
-        `epoch` (a `DistributedSampler`), that epoch. `load_state_dict` on a loader over the
-        same dataset then continues with exactly the epochs this one would produce next.
+        Holds the shuffling generator's `bit_generator.state`, the generator state of a random
+        sampler defined here that has its own (a `RandomSampler(ds, generator=seed)`), and, if
+        the sampler has an `epoch` (a `DistributedSampler`), that epoch. `load_state_dict` on a
+        loader over the same dataset then continues with exactly the epochs this one would
+        produce next, whatever its number or kind of workers.
         """
         state = {"rng": _json_state(self._rng.bit_generator.state)}
+        sampler_rng = getattr(self.sampler, "_rng", None)
+        if isinstance(sampler_rng, np.random.Generator) and sampler_rng is not self._rng:
+            state["sampler_rng"] = _json_state(sampler_rng.bit_generator.state)
         if self.sampler is not None and hasattr(self.sampler, "epoch") and hasattr(self.sampler, "set_epoch"):
             state["sampler_epoch"] = int(self.sampler.epoch)
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore the generator state (and the sampler's epoch) saved by `state_dict`.
+        """Restore the generator states (and the sampler's epoch) saved by `state_dict`.
 
         **Raises:**
 
@@ -607,21 +941,14 @@ class DataLoader:
             raise TypeError(f"DataLoader.load_state_dict: state must be a dict, got {type(state).__name__}")
         if "rng" not in state:
             raise ValueError(f"DataLoader.load_state_dict: state has no key 'rng', got keys {sorted(state)}")
-        rng_state = copy.deepcopy(dict(state["rng"]))
-        expected = type(self._rng.bit_generator).__name__
-        if rng_state.get("bit_generator") != expected:
-            raise ValueError(
-                f"DataLoader.load_state_dict: state['rng'] is for bit generator "
-                f"{rng_state.get('bit_generator')!r}, this loader uses {expected!r}"
-            )
-        if isinstance(rng_state.get("state"), dict) and isinstance(rng_state["state"].get("key"), list):
-            rng_state["state"]["key"] = np.asarray(rng_state["state"]["key"], dtype=np.uint32)  # MT19937
-        try:
-            self._rng.bit_generator.state = rng_state
-        except (ValueError, TypeError, KeyError) as error:
-            raise ValueError(
-                f"DataLoader.load_state_dict: state['rng'] is not a valid {expected} state: {error}"
-            ) from None
+        _restore_rng(self._rng, state["rng"], "rng")
+        if "sampler_rng" in state:
+            sampler_rng = getattr(self.sampler, "_rng", None)
+            if not isinstance(sampler_rng, np.random.Generator):
+                raise ValueError(
+                    "DataLoader.load_state_dict: state has 'sampler_rng' but this loader's sampler has none"
+                )
+            _restore_rng(sampler_rng, state["sampler_rng"], "sampler_rng")
         if "sampler_epoch" in state:
             if self.sampler is None or not hasattr(self.sampler, "set_epoch"):
                 raise ValueError(
@@ -636,117 +963,73 @@ class DataLoader:
         )
 
 
+def _restore_rng(rng: np.random.Generator, saved, key: str) -> None:
+    rng_state = copy.deepcopy(dict(saved))
+    expected = type(rng.bit_generator).__name__
+    if rng_state.get("bit_generator") != expected:
+        raise ValueError(
+            f"DataLoader.load_state_dict: state[{key!r}] is for bit generator "
+            f"{rng_state.get('bit_generator')!r}, this loader uses {expected!r}"
+        )
+    if isinstance(rng_state.get("state"), dict) and isinstance(rng_state["state"].get("key"), list):
+        rng_state["state"]["key"] = np.asarray(rng_state["state"]["key"], dtype=np.uint32)  # MT19937
+    try:
+        rng.bit_generator.state = rng_state
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(
+            f"DataLoader.load_state_dict: state[{key!r}] is not a valid {expected} state: {error}"
+        ) from None
+
+
 def _no_device_plan(self) -> None:
     return None
 
 
+def _batched(blocks: Iterator[np.ndarray], size: int, drop_last: bool, n: int) -> Iterator[np.ndarray]:
+    """Batches of `size` indices from a stream of index blocks, each checked against `n`."""
+    pending = None
+    for block in blocks:
+        check_range(block, n)
+        if pending is not None:
+            block = np.concatenate([pending, block])
+        stop = len(block) - len(block) % size
+        for start in range(0, stop, size):
+            yield block[start : start + size]
+        pending = block[stop:] if stop < len(block) else None
+    if pending is not None and not drop_last:
+        yield pending
+
+
+def _checked_batches(batches: Iterator, n: int) -> Iterator[np.ndarray]:
+    """A batch sampler's batches as checked 1-D `int64` arrays."""
+    from .samplers import _as_index_array, _checked_block
+
+    for batch in batches:
+        yield check_range(_checked_block(_as_index_array(list(batch))), n)
+
+
 class _SerialIterator:
-    def __init__(self, batches: list[np.ndarray], fetch):
-        self._batches = iter(batches)
-        self._fetch = fetch
-        self._length = len(batches)
+    """Batches made in the loop itself (`num_workers=0`), one task at a time."""
+
+    def __init__(self, tasks: Iterator, fetcher: Fetcher, length: int | None):
+        fetcher.start_epoch()  # an iterable-style dataset starts its pass now, as in PyTorch
+        self._tasks = tasks
+        arrays = fetcher.arrays
+        self._fetch = (lambda indices: tuple(array[indices] for array in arrays)) if arrays is not None else fetcher
+        self._length = length
 
     def __iter__(self):
         return self
 
     def __len__(self) -> int:
+        if self._length is None:
+            raise TypeError("this DataLoader's dataset has no __len__, so its iterator has none either")
         return self._length
 
     def __next__(self):
-        return self._fetch(next(self._batches))
-
-
-def _worker_pool(num_workers: int) -> concurrent.futures.ThreadPoolExecutor:
-    return concurrent.futures.ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="fundamentals-DataLoader")
-
-
-def _first_calling(worker_init_fn, fetch):
-    """`fetch`, calling `worker_init_fn(worker_id)` once in each thread before its first batch."""
-    state = threading.local()
-    worker_ids = itertools.count()
-
-    def fetch_in_worker(indices):
-        if not getattr(state, "started", False):
-            state.started = True
-            worker_init_fn(next(worker_ids))
-        return fetch(indices)
-
-    return fetch_in_worker
-
-
-class _ThreadedIterator:
-    """Batches prepared by a thread pool, handed out in submission order.
-
-    At most `prefetch_factor * num_workers` batches are in flight (PyTorch's default is 2).
-    Breaking out of the loop drops the iterator; `__del__` then cancels what is queued and
-    joins the threads, so none outlives the loop.
-    """
-
-    def __init__(
-        self,
-        batches: list[np.ndarray],
-        fetch,
-        num_workers: int,
-        prefetch_factor: int = 2,
-        timeout: float = 0,
-        executor: concurrent.futures.ThreadPoolExecutor | None = None,
-    ):
-        self._batches = iter(batches)
-        self._length = len(batches)
-        self._fetch = fetch
-        self._timeout = timeout or None
-        self._pending: collections.deque = collections.deque()
-        self._owns_executor = executor is None  # a persistent pool belongs to the loader
-        self._executor = _worker_pool(num_workers) if executor is None else executor
-        for _ in range(prefetch_factor * num_workers):
-            if not self._submit():
-                break
-
-    def _submit(self) -> bool:
-        indices = next(self._batches, None)
-        if indices is None:
-            return False
-        # Submit a plain function, not a bound method: a queued task must not keep the
-        # iterator alive, or breaking out of a loop would not shut the threads down.
-        self._pending.append(self._executor.submit(self._fetch, indices))
-        return True
-
-    def __iter__(self):
-        return self
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __next__(self):
-        if not self._pending:
-            self.close()
-            raise StopIteration
-        future = self._pending.popleft()
+        task = next(self._tasks)
         try:
-            batch = future.result(timeout=self._timeout)
-        except concurrent.futures.TimeoutError:
-            self.close(wait=False)  # a thread cannot be stopped: leave the stuck one behind
-            raise RuntimeError(f"DataLoader timed out after {self._timeout:g} seconds") from None
-        except BaseException:
-            self.close()
-            raise
-        self._submit()
-        return batch
-
-    def close(self, wait: bool = True) -> None:
-        """Cancel the batches not yet started and join the worker threads (unless `wait=False`)."""
-        executor = self.__dict__.pop("_executor", None)
-        if executor is None:
-            return
-        for future in self._pending:
-            future.cancel()
-        self._pending.clear()
-        self._batches = iter(())
-        if self._owns_executor:
-            executor.shutdown(wait=wait, cancel_futures=True)
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - at interpreter exit the threading module may be gone
-            pass
+            return self._fetch(task)
+        except _workers._Exhausted:
+            self._tasks = iter(())
+            raise StopIteration from None

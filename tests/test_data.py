@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fundamentals as fm
-from fundamentals.bench.loader import bench_loader
+from fundamentals.bench.loader import bench_loader, python_work_table
 
 try:  # the comparisons need torch; the rest of the module runs without it
     import torch
@@ -318,16 +318,21 @@ def test_sampler_is_iterated_afresh_each_epoch():
 
 
 def test_epoch_indices_is_what_iteration_gives():
+    """Both against the truth drawn by hand: epoch e is the e-th permutation of default_rng(seed)."""
     X, y = _random_arrays(23)
     ds = fm.ArrayDataset(X, y)
+    truth = np.random.default_rng(7)
     reference = fm.DataLoader(ds, batch_size=5, shuffle=True, seed=7)
     split = fm.DataLoader(ds, batch_size=5, shuffle=True, seed=7)
     for _ in range(3):  # epoch_indices advances the generator exactly as one iter() does
+        order = truth.permutation(23)
+        expected = [order[start : start + 5] for start in range(0, 23, 5)]
         indices = split.epoch_indices()
         assert all(idx.dtype == np.int64 and idx.ndim == 1 for idx in indices)
+        assert [i.tolist() for i in indices] == [e.tolist() for e in expected]
         batches = list(reference)
-        assert len(indices) == len(batches)
-        for idx, (Xb, yb) in zip(indices, batches):
+        assert len(batches) == len(expected)
+        for idx, (Xb, yb) in zip(expected, batches):
             np.testing.assert_array_equal(X[idx], Xb)  # bit for bit: the same gather
             np.testing.assert_array_equal(y[idx], yb)
     assert [len(i) for i in fm.DataLoader(ds, batch_size=5, drop_last=True).epoch_indices()] == [5, 5, 5, 5]
@@ -460,6 +465,14 @@ def test_distributed_sampler_matches_pytorch(n, num_replicas, shuffle, drop_last
         )
         for r in range(num_replicas)
     ]
+
+    def their_unshuffled(epoch):
+        samplers = [
+            TorchDistributedSampler(dataset, num_replicas=num_replicas, rank=r, shuffle=False, drop_last=drop_last)
+            for r in range(num_replicas)
+        ]
+        return [list(sampler) for sampler in samplers]
+
     for epoch in (0, 1, 0):
         for sampler in ours + theirs:
             sampler.set_epoch(epoch)
@@ -483,9 +496,11 @@ def test_distributed_sampler_matches_pytorch(n, num_replicas, shuffle, drop_last
                 assert sorted(full[:n]) == list(range(n))  # every example once ...
                 assert full[n:] == (full[:n] * (len(full) // n + 1))[: len(full) - n]  # ... then its head again
         if shuffle:
+            # PyTorch's padding and interleaving (its unshuffled sampler's positions) applied to the
+            # documented order, default_rng(seed + epoch).permutation(n), gives each rank's indices.
             permutation = np.random.default_rng(seed + epoch).permutation(n)
-            full = [our_lists[i % num_replicas][i // num_replicas] for i in range(ours[0].total_size)]
-            assert full[: min(n, len(full))] == permutation[: min(n, len(full))].tolist()
+            for our_list, positions in zip(our_lists, their_unshuffled(epoch)):
+                assert our_list == permutation[positions].tolist()
         if epoch == 0:
             first = our_lists
     assert our_lists == first  # set_epoch(0) again: the same order
@@ -497,6 +512,17 @@ def test_distributed_sampler_matches_pytorch(n, num_replicas, shuffle, drop_last
         ours[0].set_epoch(epoch)
         twin.set_epoch(epoch)
         assert list(ours[0]) == list(twin)
+
+
+def test_distributed_sampler_shuffled_values_written_out():
+    """default_rng(4 + 1).permutation(7) is [1, 4, 2, 3, 6, 5, 0]; padded with its head [1, 4] to 9,
+    rank r takes positions r, r + 3, r + 6; with drop_last the list is cut to 6 instead."""
+    samplers = [fm.DistributedSampler(list(range(7)), num_replicas=3, rank=r, seed=4) for r in range(3)]
+    cut = [fm.DistributedSampler(list(range(7)), num_replicas=3, rank=r, seed=4, drop_last=True) for r in range(3)]
+    for sampler in samplers + cut:
+        sampler.set_epoch(1)
+    assert [list(s) for s in samplers] == [[1, 3, 0], [4, 6, 1], [2, 5, 4]]
+    assert [list(s) for s in cut] == [[1, 3], [4, 6], [2, 5]]
 
 
 def test_distributed_sampler_reshuffles_with_epoch():
@@ -540,7 +566,7 @@ def test_bad_batch_size_value(batch_size):
         fm.DataLoader(fm.ArrayDataset(X, y), batch_size=batch_size)
 
 
-@pytest.mark.parametrize("batch_size", [2.5, "2", True, None])
+@pytest.mark.parametrize("batch_size", [2.5, "2", True])
 def test_bad_batch_size_type(batch_size):
     X, y = _random_arrays(5)
     with pytest.raises(TypeError, match="batch_size"):
@@ -556,11 +582,18 @@ def test_unequal_lengths():
         fm.ArrayDataset(np.zeros(3), np.float32(1.0))
 
 
+@needs_torch
 def test_empty_dataset():
-    with pytest.raises(ValueError, match="dataset is empty"):
-        fm.DataLoader(fm.ArrayDataset(np.zeros((0, 2)), np.zeros(0)), batch_size=2)
-    with pytest.raises(ValueError, match="dataset is empty"):
-        fm.DistributedSampler([], num_replicas=1, rank=0)
+    """PyTorch gives a loader of length 0 and an empty epoch; so do we, with and without shuffling."""
+    empty = fm.ArrayDataset(np.zeros((0, 2), np.float32), np.zeros(0, np.int64))
+    theirs = TorchDataLoader(TensorDataset(torch.zeros(0, 2), torch.zeros(0)), batch_size=2)
+    assert len(theirs) == 0 and list(theirs) == []
+    for shuffle in (False, True):
+        loader = fm.DataLoader(empty, batch_size=2, shuffle=shuffle, seed=0)
+        assert len(loader) == 0 and list(loader) == [] and loader.epoch_indices() == []
+    assert len(fm.DataLoader([], batch_size=2)) == 0 and list(fm.DataLoader([], batch_size=2)) == []
+    ours = fm.DistributedSampler([], num_replicas=2, rank=1)
+    assert list(ours) == list(TorchDistributedSampler([], num_replicas=2, rank=1)) == [] and len(ours) == 0
 
 
 def test_not_a_dataset():
@@ -593,6 +626,17 @@ def test_shuffle_with_sampler():
 
 
 @needs_torch
+def test_shuffle_takes_any_truthy_value_as_pytorch():
+    X, y = _random_arrays(5)
+    theirs = TorchDataLoader(TensorDataset(torch.from_numpy(X)), batch_size=2, shuffle=3)
+    ours = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=2, shuffle=3, seed=0)
+    assert type(theirs.sampler).__name__ == type(ours.sampler).__name__ == "RandomSampler"
+    assert ours.shuffle is True
+    order = np.concatenate(ours.epoch_indices())
+    assert order.tolist() == np.random.default_rng(0).permutation(5).tolist()
+
+
+@needs_torch
 def test_negative_num_workers():
     X, y = _random_arrays(5)
     with pytest.raises(ValueError, match="num_workers"):
@@ -614,8 +658,10 @@ def test_sampler_index_out_of_range(sampler):
 def test_bad_sampler_and_seed_and_collate_fn():
     X, y = _random_arrays(5)
     ds = fm.ArrayDataset(X, y)
-    with pytest.raises(TypeError, match="sampler"):
-        fm.DataLoader(ds, batch_size=2, sampler=iter([0, 1]))  # no length
+    with pytest.raises(TypeError, match="has no len"):
+        len(fm.DataLoader(ds, batch_size=2, sampler=iter([0, 1])))  # no length: fine until len() is asked, as in torch
+    with pytest.raises(TypeError, match="sampler must be an iterable"):
+        fm.DataLoader(ds, batch_size=2, sampler=3)
     with pytest.raises(TypeError, match="sampler"):
         list(fm.DataLoader(ds, batch_size=2, sampler=[0.5, 1.0]))
     with pytest.raises(TypeError, match="sampler"):
@@ -655,6 +701,11 @@ def test_bench_loader_quick_returns_positive_numbers():
         assert result[f"{key}_batches_per_s"] > 0
     assert result["speedup_vs_torch"] > 0 and result["ours_over_floor"] > 0
     assert result["num_batches"] == -(-result["num_samples"] // result["batch_size"])
+    work = result["python_work"]  # the dataset doing Python work: ours (and torch's, if installed), 0 and 2 workers
+    for key in ("ours_0", "ours_2") + (("torch_0", "torch_2") if torch is not None else ()):
+        assert work[f"{key}_epoch_ms"] > 0
+    table = "\n".join(python_work_table(result))
+    assert "| fundamentals.DataLoader (worker processes) |" in table
 
 
 def test_device_plan_follows_what_an_item_is():

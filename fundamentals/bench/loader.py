@@ -15,6 +15,12 @@ warm-up epoch:
   same sizes), so its intra-op thread pool and allocator never share a process with the
   NumPy measurements.
 
+And a dataset that does Python work: `PythonWorkDataset`, whose `__getitem__` spends about
+0.3 ms in pure Python (as parsing a record or tokenising a line does), 512 items, batch 32,
+shuffled, through `fundamentals.DataLoader` and PyTorch's loader with 0 and 2 workers (worker
+processes for both; PyTorch's in its own interpreter, `python -m fundamentals.bench.loader
+--torch-python-work`). Each epoch starts its workers, as both loaders do by default.
+
 ```
 fundamentals bench loader            # prints a Markdown table
 ```
@@ -22,14 +28,148 @@ fundamentals bench loader            # prints a Markdown table
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
+from typing import Any
 
 import numpy as np
 
 from .. import ArrayDataset, DataLoader
-from .common import run_worker, time_blocks, wide_data
+from .common import WORKER_TIMEOUT, run_worker, time_blocks, wide_data
 
-__all__ = ["bench_loader"]
+__all__ = ["bench_loader", "PythonWorkDataset", "python_work_table"]
+
+# Iterations of the pure-Python loop in PythonWorkDataset.__getitem__: about 0.3 ms here.
+PYTHON_WORK_ITERATIONS = 3000
+
+
+class PythonWorkDataset:
+    """A map-style dataset whose `__getitem__` does pure-Python work, as parsing a record does.
+
+    Item `i` is `(features, label)`: 16 `float32` features and an `int64` label, computed by a
+    loop of `iterations` integer steps that holds the GIL throughout.
+    """
+
+    def __init__(self, num_items: int, iterations: int = PYTHON_WORK_ITERATIONS):
+        self.num_items = num_items
+        self.iterations = iterations
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __getitem__(self, index: int):
+        total = int(index)
+        for step in range(self.iterations):
+            total = (total * 31 + step) % 1000003
+        return np.full(16, total % 997, dtype=np.float32), np.int64(total % 10)
+
+
+def _epoch_seconds(loader, repeats: int) -> float:
+    def run_epoch():
+        for _batch in loader:
+            pass
+
+    return statistics.median(time_blocks(run_epoch, repeats))
+
+
+def _python_work_ours(num_items: int, batch_size: int, repeats: int) -> dict[str, float]:
+    dataset = PythonWorkDataset(num_items)
+    return {
+        f"ours_{workers}": _epoch_seconds(
+            DataLoader(dataset, batch_size=batch_size, shuffle=True, seed=0, num_workers=workers), repeats
+        )
+        for workers in (0, 2)
+    }
+
+
+def _python_work_torch(config: dict) -> dict:
+    """PyTorch's side of the Python-work rows, run in this module's own interpreter (`__main__`)."""
+    try:
+        import torch
+        from torch.utils.data import DataLoader as TorchDataLoader
+    except ImportError:
+        return {"missing": "torch"}
+    torch.manual_seed(0)
+    dataset = PythonWorkDataset(config["num_items"])
+    result: dict = {"torch": torch.__version__}
+    for workers in (0, 2):
+        loader: Any = TorchDataLoader(dataset, batch_size=config["batch_size"], shuffle=True, num_workers=workers)  # type: ignore[arg-type]
+        result[f"torch_{workers}"] = _epoch_seconds(loader, config["repeats"])
+    return result
+
+
+def _run_torch_python_work(config: dict) -> dict | None:
+    env = dict(os.environ)
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    completed = subprocess.run(
+        [sys.executable, "-m", "fundamentals.bench.loader", "--torch-python-work", json.dumps(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=WORKER_TIMEOUT,
+    )
+    lines = completed.stdout.strip().splitlines()
+    if completed.returncode != 0 or not lines:
+        return None
+    result = json.loads(lines[-1])
+    return None if "missing" in result else result
+
+
+def bench_python_work(
+    num_items: int = 512, batch_size: int = 32, repeats: int = 5, *, compare_torch: bool = True
+) -> dict:
+    """Epochs of `PythonWorkDataset` through `fundamentals.DataLoader` and PyTorch's, 0 and 2 workers.
+
+    **Returns:**
+
+    A dict with `num_items`, `batch_size`, `repeats`, `<name>_epoch_ms` for `ours_0`, `ours_2`,
+    `torch_0`, `torch_2` (None without torch), `speedup_2_workers` (PyTorch's epoch with 2
+    workers over ours with 2: above 1.0, ours is faster) and `workers_speedup` (ours with 0
+    workers over ours with 2).
+    """
+    seconds: dict = _python_work_ours(num_items, batch_size, repeats)
+    torch_result = None
+    if compare_torch:
+        torch_result = _run_torch_python_work({"num_items": num_items, "batch_size": batch_size, "repeats": repeats})
+    for workers in (0, 2):
+        seconds[f"torch_{workers}"] = torch_result[f"torch_{workers}"] if torch_result else None
+    result: dict = {"num_items": num_items, "batch_size": batch_size, "repeats": repeats}
+    for name, value in seconds.items():
+        result[f"{name}_epoch_ms"] = None if value is None else value * 1e3
+    result["speedup_2_workers"] = None if seconds["torch_2"] is None else seconds["torch_2"] / seconds["ours_2"]
+    result["workers_speedup"] = seconds["ours_0"] / seconds["ours_2"]
+    result["torch_version"] = torch_result["torch"] if torch_result else None
+    return result
+
+
+def python_work_table(result: dict) -> list[str]:
+    """The Python-work rows of `bench_loader`'s result (`result["python_work"]`) as Markdown."""
+    work = result.get("python_work")
+    if not work:
+        return []
+
+    def ms(key: str) -> str:
+        return "n/a" if work[key] is None else f"{work[key]:.1f}"
+
+    lines = [
+        f"A dataset doing about 0.3 ms of Python work per item, {work['num_items']} items, batch "
+        f"{work['batch_size']}, shuffled, median of {work['repeats']} epochs (each starting its workers):",
+        "",
+        "| loader | num_workers=0 (ms) | num_workers=2 (ms) |",
+        "|---|---:|---:|",
+        f"| fundamentals.DataLoader (worker processes) | {ms('ours_0_epoch_ms')} | {ms('ours_2_epoch_ms')} |",
+        f"| torch.utils.data.DataLoader ({work.get('torch_version') or 'not installed'}) | "
+        f"{ms('torch_0_epoch_ms')} | {ms('torch_2_epoch_ms')} |",
+        "",
+    ]
+    if work["speedup_2_workers"] is not None:
+        lines.append(f"With 2 workers, fundamentals takes {1 / work['speedup_2_workers']:.2f}× PyTorch's time.")
+        lines.append("")
+    return lines
 
 
 def _ours(X, y, batch_size: int, repeats: int, num_workers: int) -> float:
@@ -86,7 +226,8 @@ def bench_loader(
     A dict with the configuration and, for `ours`, `ours_2_workers` (with `num_workers=2`),
     `floor` and `torch`: `<name>_epoch_ms` and `<name>_batches_per_s`; `speedup_vs_torch`
     (torch's epoch time over ours), `ours_over_floor` (ours over the floor, 1.0 is the
-    floor itself), `torch_version` and `torch_threads`.
+    floor itself), `torch_version` and `torch_threads`; and `python_work`, the result of
+    `bench_python_work` (512 items, or 64 with `quick`).
     """
     if quick:
         num_samples, num_features, batch_size, repeats = 2000, 32, 64, 2
@@ -127,4 +268,12 @@ def bench_loader(
     result["ours_over_floor"] = ours / floor
     result["torch_version"] = torch_result["torch"] if torch_result else None
     result["torch_threads"] = torch_result["threads"] if torch_result else None
+    result["python_work"] = bench_python_work(
+        *((64, 16, 1) if quick else (512, 32, repeats)), compare_torch=compare_torch
+    )
     return result
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--torch-python-work"]:
+        print(json.dumps(_python_work_torch(json.loads(sys.argv[2]))))
