@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .common import SECTIONS, gpu_peak_tflops
 from .files import format_table as format_files_table
+from .loader import python_work_table
 
 __all__ = ["format_report"]
 
@@ -262,7 +263,7 @@ def _loader_table(result: dict) -> list[str]:
     if result["speedup_vs_torch"] is not None:
         lines.append(f"Speed-up over PyTorch: {result['speedup_vs_torch']:.1f}×. ")
     lines.append(f"Ours / floor: {result['ours_over_floor']:.2f}.")
-    return lines
+    return [*lines, *python_work_table(result)]
 
 
 def format_report(results: dict) -> str:
