@@ -373,8 +373,11 @@ assert plain_jax == jax_order
 # ## `num_workers`
 #
 # PyTorch's `num_workers > 0` loads batches in worker processes (which the book advises against
-# in Jupyter). `fm.DataLoader` uses threads for it, which share the dataset and need no pickling,
-# so they work in a notebook too. The batches are the same either way.
+# in Jupyter). `fm.DataLoader` does the same for a dataset that does Python work in
+# `__getitem__` (started safely after JAX, with the dataset pickled by cloudpickle, so a class
+# defined in a notebook works). For an `ArrayDataset`, whose batch is one NumPy gather that
+# releases the GIL, it uses threads by default (`worker_type="thread"`): no pickling, no copy.
+# The batches are the same either way, and the same as with no workers.
 
 # %%
 # JAX
