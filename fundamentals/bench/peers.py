@@ -124,7 +124,8 @@ def flax_training(cfg: dict, kind: str) -> dict:
     model = MLP(sizes, nnx.Rngs(0))
     for layer, (W, b) in zip(model.layers, weights):  # fit's starting weights; nnx keeps kernels as (in, out)
         layer.kernel.set_value(W.T.copy())
-        layer.bias.set_value(b.copy())
+        if layer.bias is not None:  # (always: nnx.Linear has a bias by default)
+            layer.bias.set_value(b.copy())
     optimizer = nnx.Optimizer(model, optax.sgd(lr), wrt=nnx.Param)
 
     @nnx.jit
