@@ -102,6 +102,8 @@ def main() -> None:
     widths = (8, 32) if args.quick else (8, 16, 32, 64, 128, 256)
     batches = (2, 32) if args.quick else (2, 8, 32, 128, 256)
     shapes += [(b, w, w) for b in batches for w in widths]
+    if not args.quick:  # around the crossover: 2,048 and 4,096 multiply-adds in other shapes
+        shapes += [(2, 24, 24), (2, 32, 64), (4, 32, 32), (8, 16, 32), (16, 16, 16), (64, 8, 8)]
     shapes.sort(key=lambda s: s[0] * s[1] * s[2])
     print("\nA linear layer's training step (forward, dW, dx), scanned; µs a step")
     print(

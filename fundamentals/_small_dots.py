@@ -25,7 +25,8 @@ benefits without being changed:
   jaxpr is traced again with its products rewritten, and kept as it was unless the new one
   has exactly the old one's input and output types.
 - It leaves alone integer and complex products, products with an explicit dot algorithm or
-  an axis split in their types (an `Explicit` mesh axis), weakly-typed results, and every product larger than `max_elements`.
+  an axis split in their types (an `Explicit` mesh axis), weakly-typed results, and every
+  product larger than `max_elements` (the bound is on the traced, global shapes).
 - Only a CPU gains: on a GPU or TPU the function is returned unchanged.
 
 The result equals the original's to float32 rounding (the sums run in another order), not bit
@@ -60,8 +61,6 @@ __all__ = ["MAX_ELEMENTS", "fuse_small_dots", "rewrite_small_dots", "dot_as_mult
 # element at a time, where a matrix library vectorises and blocks. So the crossover is between
 # 2,048 and 4,096 and the default is its lower end.
 MAX_ELEMENTS = 2_048
-
-_DotParams = dict[str, Any]
 
 
 def fuse_small_dots(fn: Callable, *, max_elements: int = MAX_ELEMENTS, platform: str | None = None) -> Callable:
@@ -135,6 +134,10 @@ def rewrite_small_dots(closed_jaxpr, *, max_elements: int = MAX_ELEMENTS):
     itself when it has no product to rewrite.
     """
     max_elements = check_int("rewrite_small_dots: max_elements", max_elements, 0)
+    if not isinstance(closed_jaxpr, (jex_core.ClosedJaxpr, jex_core.Jaxpr)):
+        raise TypeError(
+            f"rewrite_small_dots: expected a closed jaxpr (jax.make_jaxpr(f)(...)), got {type(closed_jaxpr).__name__}"
+        )
     return _Rewriter(max_elements).rewrite(closed_jaxpr)
 
 

@@ -326,6 +326,8 @@ def test_rewrite_small_dots_on_a_traced_program():
     )
     untouched = jax.make_jaxpr(lambda a: jnp.tanh(a))(x)
     assert rewrite_small_dots(untouched) is untouched
+    with pytest.raises(TypeError, match=r"expected a closed jaxpr .*, got str"):
+        rewrite_small_dots("{ lambda ; a. let in (a,) }")
 
 
 # --- the book's network: a whole training step, and a scan over it ------------------------------
