@@ -482,3 +482,44 @@ def test_a_dropout_step_with_keys_and_a_debug_callback():
     jax.effects_barrier()
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-6)
     assert printed == pytest.approx(np.asarray(got).tolist(), abs=0)
+
+
+@pytest.mark.parametrize("max_elements, unroll", [(MAX_ELEMENTS, 1), (MAX_ELEMENTS, 2), (1 << 20, 1)])
+def test_scanned_and_called_step_by_step_agree_bit_for_bit(max_elements, unroll):
+    """What fit's two paths need: the rewritten step in a scan is the rewritten step called once a step.
+
+    NeuralNetwork(5, 3), batch 16, momentum: with the default bound some products are rewritten
+    (16 × 20 × 3) and some keep their dot (16 × 30 × 20); with a large bound all are rewritten.
+    """
+    model = fm.NeuralNetwork(5, 3, key=jax.random.key(1))
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    optimizer = optax.sgd(0.1, momentum=0.9)
+
+    def step(params, opt_state, X, y):
+        loss, grads = jax.value_and_grad(lambda p: fm.cross_entropy(eqx.combine(p, static)(X), y))(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    rewritten = fuse_small_dots(step, max_elements=max_elements)
+    rng = np.random.default_rng(3)
+    Xs = jnp.asarray(rng.normal(size=(60, 16, 5)).astype(np.float32))
+    ys = jnp.asarray(rng.integers(0, 3, size=(60, 16)))
+    opt_state = optimizer.init(params)
+    dots = _hlo_dots(jax.jit(rewritten).lower(params, opt_state, Xs[0], ys[0]).compile().as_text())
+    assert dots == (0 if max_elements > MAX_ELEMENTS else 5)
+
+    def body(carry, batch):
+        params, opt_state, loss = rewritten(*carry, *batch)
+        return (params, opt_state), loss
+
+    (scanned, _), scanned_losses = jax.jit(lambda c, Xs, ys: lax.scan(body, c, (Xs, ys), unroll=unroll))(
+        (params, opt_state), Xs, ys
+    )
+    one_step = jax.jit(rewritten)
+    losses = []
+    for X, y in zip(Xs, ys):
+        params, opt_state, loss = one_step(params, opt_state, X, y)
+        losses.append(loss)
+    np.testing.assert_array_equal(np.asarray(scanned_losses), np.asarray(losses))
+    for a, b in zip(jax.tree_util.tree_leaves(scanned), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
