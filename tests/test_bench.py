@@ -10,12 +10,15 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fundamentals import bench, cli
 from fundamentals.bench import common
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_FLAX = importlib.util.find_spec("flax") is not None
+HAS_KERAS = importlib.util.find_spec("keras") is not None
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +72,20 @@ def test_all_quick_runs_and_reports_every_section(quick_run):
         figures = results[section]["figures"]
         ours = ["fit_per_step", "fit_fused", "jit_step"]
         if section == "tiny":  # (the synchronous-dispatch rows exist on a CPU, as here)
-            ours += ["jit_floor", "scan_epoch", "filter_jit", "fit_per_step_sync", "jit_step_sync", "fit_book_class"]
+            ours += ["jit_floor", "scan_epoch", "fit_per_step_sync", "jit_step_sync", "fit_book_class"]
         theirs = ["eager_step", "eager_loop"] if HAS_TORCH else []
+        # the JAX ecosystem's loops, each in its own process
+        theirs += ["filter_jit"] + ["nnx_jit"] * HAS_FLAX + ["keras_fit", "keras_fit_steps"] * HAS_KERAS
         if section == "tiny" and HAS_TORCH:
             theirs.append("eager_loop_book_class")
         for name in ours + theirs:
             assert _positive(figures[name]["seconds_per_step"]), (section, name)
             assert all(_positive(s) for s in figures[name]["samples"]), (section, name)
         assert _positive(figures["fit_fused"]["fixed_seconds"])
+        for name in ["nnx_jit"] * (not HAS_FLAX) + ["keras_fit", "keras_fit_steps"] * (not HAS_KERAS):
+            assert "is not installed (pip install" in figures[name]["skipped"], (section, name)
+        if section == "wide":  # JAX's matmul rate is the peers' reference too
+            assert _positive(figures["filter_jit"]["percent_of_matmul_rate"])
     wide = results["wide"]
     assert wide["parameters"] == 64 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10
     assert wide["flops_per_step"] == 6 * wide["parameters"] * 32
@@ -179,3 +188,74 @@ def test_bench_takes_a_leading_option_through_the_fundamentals_command(capsys):
 
     assert cli_main(["bench", "--help"]) == 0
     assert "--quick" in capsys.readouterr().out
+
+
+def _reference_losses(num_rows: int, lr: float, num_steps: int) -> list[float]:
+    """The tiny benchmark's first steps in plain JAX: `fit`'s starting weights, the benchmark's batches, SGD by hand."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    import fundamentals as fm
+
+    X, y = common.toy_like_data(num_rows)
+    model = fm.NeuralNetwork(2, 2, key=jax.random.key(123))
+    params = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array))]
+    losses = []
+    for indices in common.epoch_order(num_rows, 2)[:num_steps]:
+
+        def loss(params, features=X[indices], labels=y[indices]):
+            w0, b0, w1, b1, w2, b2 = params
+            h = jax.nn.relu(features @ w0.T + b0)
+            h = jax.nn.relu(h @ w1.T + b1)
+            logits = h @ w2.T + b2
+            return jnp.mean(jax.nn.logsumexp(logits, axis=1) - logits[jnp.arange(len(labels)), labels])
+
+        value, grads = jax.value_and_grad(loss)(params)
+        losses.append(float(value))
+        params = [p - lr * g for p, g in zip(params, grads)]
+    return losses
+
+
+def test_the_jax_peers_train_the_same_problem(quick_run):
+    """Equinox's and Flax's loops start from fit's weights and train on the same batches: the same losses."""
+    _, json_path, _ = quick_run
+    results = json.loads(json_path.read_text())
+    peers = ["equinox"] + ["flax"] * HAS_FLAX
+    rows = results["tiny"]["config"]["rows"]
+    want = _reference_losses(rows, 0.5, len(results["tiny"]["equinox"]["first_losses"]))
+    assert len(want) == 5 and want[-1] < want[0]
+    for peer in peers:
+        np.testing.assert_allclose(results["tiny"][peer]["first_losses"], want, rtol=1e-5, atol=1e-6, err_msg=peer)
+    if HAS_KERAS:  # model.fit shuffles in its own order: its losses only have to fall
+        keras = results["tiny"]["keras"]
+        assert all(0 <= loss < want[0] for loss in keras["final_losses"].values())
+
+
+@pytest.mark.parametrize("package, worker", [("flax", "flax-tiny"), ("keras", "keras-wide")])
+def test_a_missing_peer_is_a_skipped_row_naming_its_install_command(package, worker, tmp_path, quick_run):
+    fake = tmp_path / "missing" / package
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named '{package}'\", name='{package}')\n")
+    env = dict(os.environ, PYTHONPATH=str(fake.parent))
+    config = {**common.CONFIG["quick"][worker.split("-")[1]], "repeats": 1}
+    completed = subprocess.run(
+        [sys.executable, "-m", "fundamentals.bench", "--worker", worker, json.dumps(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["missing"] == package
+    command = {"flax": "pip install 'flax>=0.11'", "keras": "pip install 'keras>=3.6'"}[package]
+    assert all(figure["skipped"] == f"{package} is not installed ({command})" for figure in result["figures"].values())
+
+    # the report shows the row, with the command, in place of its figure
+    _, json_path, _ = quick_run
+    results = json.loads(json_path.read_text())
+    section = worker.split("-")[1]
+    results[section]["figures"].update({name: {**f, "framework": package} for name, f in result["figures"].items()})
+    report = bench.format_report(results)
+    for figure in result["figures"].values():
+        assert f"| {figure['label']} | skipped: {package} is not installed ({command}) |" in report

@@ -7,13 +7,14 @@ fundamentals bench [tiny|wide|matmul|loader|files|compile|all] [--quick] [--json
 - `tiny`: the book's network (2→30→20→2), batch 2, SGD lr 0.5, on a larger two-blob data set
   like the book's toy data: PyTorch eager (the training step alone, and the book's whole loop
   with its `DataLoader`, over a `TensorDataset` and over the book's own `ToyDataset` class),
-  optionally `torch.compile`, an `eqx.filter_jit` step, and ours: `fit(..., fused=False)` (one
+  optionally `torch.compile`, the JAX ecosystem's loops (Equinox's `eqx.filter_jit` step, Flax
+  NNX's `nnx.jit` step, Keras 3's `model.fit` on JAX), and ours: `fit(..., fused=False)` (one
   `jax.jit` call a step), `fit` over an `ArrayDataset` (on the device, chunks of `lax.scan`) and
   over the book's `ToyDataset` class (host chunks), the compiled step and scan alone, so the
   loop's own overhead is visible, and a re-run of the book's 3-epoch training cell.
 - `wide`: `NeuralNetwork(784, 10, hidden=(1024, 1024))`, batch 256: milliseconds a step,
   samples a second, achieved GFLOP/s (6 · parameters · batch FLOPs a step) and the share of
-  the float32 matmul rate measured in the same process.
+  the float32 matmul rate measured in the same process; the same PyTorch and JAX-ecosystem rows.
 - `matmul`: exercise A.4, `(100×200) @ (200×300)`, then square matrices up to 4096, on the CPU
   and on the GPU when there is one, and the size from which the GPU wins.
 - `loader`: `loader.bench_loader`, one shuffled MNIST-sized epoch of `DataLoader` against PyTorch's.
@@ -34,7 +35,8 @@ steps an epoch (one `fit` call, timed epoch by epoch through its sampler's `set_
 the call takes beyond its epochs at that pace (tracing, compiling, set-up) is its fixed cost.
 
 The package, one job a module: `common` (sizes, data, timing, starting a worker), `__main__`
-(the worker entry point), `jax_side` and `torch_side` (the workers), `loader` (the loader
+(the worker entry point), `jax_side`, `torch_side` and `peers` (the workers; `peers` times
+Equinox, Flax NNX and Keras, a skipped row where one is not installed), `loader` (the loader
 benchmark), `runner` (sections, machine, goals, the command), `report` (Markdown), `plots` (PNG),
 and `files` (reading a `.pth` file against `torch.load`).
 """

@@ -13,7 +13,7 @@ import json
 import sys
 
 from ..cli import main
-from . import jax_side, torch_side
+from . import jax_side, peers, torch_side
 from .files import bench_torch_load
 from .loader import bench_loader
 
@@ -26,6 +26,12 @@ WORKERS = {
     "torch-tiny": lambda cfg: torch_side.training(cfg, "tiny"),
     "torch-wide": lambda cfg: torch_side.training(cfg, "wide"),
     "torch-matmul": torch_side.matmuls,
+    "equinox-tiny": lambda cfg: peers.equinox_training(cfg, "tiny"),
+    "equinox-wide": lambda cfg: peers.equinox_training(cfg, "wide"),
+    "flax-tiny": lambda cfg: peers.flax_training(cfg, "tiny"),
+    "flax-wide": lambda cfg: peers.flax_training(cfg, "wide"),
+    "keras-tiny": lambda cfg: peers.keras_training(cfg, "tiny"),
+    "keras-wide": lambda cfg: peers.keras_training(cfg, "wide"),
     "torch-loader": torch_side.loader_epoch,
     "loader": lambda cfg: bench_loader(quick=cfg["quick"]),
     "files": lambda cfg: _files(cfg),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import statistics
 import time
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +22,6 @@ from .. import (
     NeuralNetwork,
     ToyDataset,
     TrainProgram,
-    cross_entropy,
     fit,
     toy_data,
 )
@@ -128,7 +126,6 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
 
     # The compiled step and scan alone, on batches gathered beforehand: fit() minus its loop.
     model = new_model()
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     program = TrainProgram.create(model, optimizer)
     initial = program.init(model)
     step_batches = [(X[i], y[i]) for i in batches]
@@ -163,23 +160,6 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
         )
         figures["scan_epoch"] = figure(
             "lax.scan epoch alone, pre-stacked batches", time_blocks(raw_scan, repeats), per=steps_per_epoch
-        )
-
-        # The idiomatic Equinox step: filter_jit over the whole model, as its tutorials write it.
-        @eqx.filter_jit
-        def filter_step(model, opt_state, features, labels):
-            loss, grads = eqx.filter_value_and_grad(lambda m: cross_entropy(m(features), labels))(model)
-            updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
-            return eqx.apply_updates(model, updates), opt_state, loss
-
-        def filter_steps():
-            m, o = model, opt_state
-            for features, labels in step_batches:
-                m, o, loss = filter_step(m, o, features, labels)
-            jax.block_until_ready(loss)
-
-        figures["filter_jit"] = figure(
-            "eqx.filter_jit step, pre-made batches", time_blocks(filter_steps, repeats), per=steps_per_epoch
         )
 
     if kind == "tiny" and not sync_dispatch:

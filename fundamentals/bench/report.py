@@ -30,6 +30,9 @@ def order_figures(figures: dict) -> list[str]:
         "eager_loop_book_class",
         "compiled_step",
         "filter_jit",
+        "nnx_jit",
+        "keras_fit",
+        "keras_fit_steps",
         "fit_per_step",
         "jit_step",
         "jit_floor",
@@ -54,9 +57,12 @@ def _machine_line(results: dict) -> str:
     if machine.get("torch_device"):
         info = machine["torch_device"]
         torch += f" ({info.get('device_kind', info['device'])}, {info['threads']} threads)"
+    peers = "".join(
+        f", {name} {versions[key]}" for key, name in (("flax", "Flax"), ("keras", "Keras")) if versions.get(key)
+    )
     return (
         f"Machine: {machine['cpu']}, {machine['usable_cores']} cores; JAX {versions['jax']} ({device}), "
-        f"Equinox {versions['equinox']}, Optax {versions['optax']}; {torch}; Python {machine['python']}."
+        f"Equinox {versions['equinox']}, Optax {versions['optax']}{peers}; {torch}; Python {machine['python']}."
     )
 
 
@@ -69,6 +75,11 @@ def _load_line(results: dict) -> str:
         f"Cores kept busy by other processes during each benchmark (of {results['machine']['usable_cores']}): "
         f"{listed}. Above about 0.1 the timings are skewed, PyTorch's most (its OpenMP threads spin)."
     )
+
+
+def _not_run(figure: dict) -> str:
+    """Why a row has no figure: it failed, or its package is not installed (with the command that installs it)."""
+    return f"failed: {figure['error']}" if "error" in figure else f"skipped: {figure['skipped']}"
 
 
 def _training_table(section: dict, kind: str) -> list[str]:
@@ -86,8 +97,8 @@ def _training_table(section: dict, kind: str) -> list[str]:
         ]
         for name in order_figures(figures):
             figure = figures[name]
-            if "error" in figure:
-                lines.append(f"| {figure['label']} | failed: {figure['error']} | |")
+            if "error" in figure or "skipped" in figure:
+                lines.append(f"| {figure['label']} | {_not_run(figure)} | |")
                 continue
             lines.append(
                 f"| {figure['label']} | {format_number(figure['seconds_per_step'] * 1e6)} | "
@@ -107,8 +118,8 @@ def _training_table(section: dict, kind: str) -> list[str]:
         ]
         for name in order_figures(figures):
             figure = figures[name]
-            if "error" in figure:
-                lines.append(f"| {figure['label']} | failed: {figure['error']} | | | | |")
+            if "error" in figure or "skipped" in figure:
+                lines.append(f"| {figure['label']} | {_not_run(figure)} | | | | |")
                 continue
             peak = figure.get("percent_of_fp32_peak")
             percent = format_number(figure["percent_of_matmul_rate"], 0) + (

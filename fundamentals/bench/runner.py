@@ -33,6 +33,9 @@ from .report import format_report
 
 __all__ = ["SECTIONS", "run_benchmarks", "run_command"]
 
+# The JAX ecosystem's own loops (peers.py), each in its own process after ours and PyTorch's.
+PEERS = {"equinox": "Equinox", "flax": "Flax NNX", "keras": "Keras 3 on JAX"}
+
 
 def _training_section(kind: str, cfg: dict) -> dict:
     progress(f"{kind}: JAX")
@@ -44,8 +47,11 @@ def _training_section(kind: str, cfg: dict) -> dict:
         # On a CPU each jitted call is handed to a worker thread; waking it costs more than this step's math.
         progress(f"{kind}: JAX, synchronous CPU dispatch")
         section["jax_sync"] = run_worker("jax-tiny-sync", cfg)
+    for peer, name in PEERS.items():
+        progress(f"{kind}: {name}")
+        section[peer] = run_worker(f"{peer}-{kind}", cfg)
     figures: dict[str, dict[str, Any]] = {}
-    for framework in ("jax", "jax_sync", "torch"):
+    for framework in ("jax", "jax_sync", "torch", *PEERS):
         if section.get(framework) is not None:
             for name, figure in section[framework].pop("figures").items():
                 figures[name] = {**figure, "framework": framework}
@@ -67,9 +73,11 @@ def _training_section(kind: str, cfg: dict) -> dict:
             if "seconds_per_step" not in figure:
                 continue
             worker = section[figure["framework"]]
+            # Equinox, Flax and Keras run on JAX: their share is of JAX's matmul rate.
+            rate = (worker.get("matmul") or section["jax"]["matmul"])["gflops"]
             figure["samples_per_second"] = cfg["batch_size"] / figure["seconds_per_step"]
             figure["gflops"] = flops / figure["seconds_per_step"] / 1e9
-            figure["percent_of_matmul_rate"] = 100 * figure["gflops"] / worker["matmul"]["gflops"]
+            figure["percent_of_matmul_rate"] = 100 * figure["gflops"] / rate
             peak = gpu_peak_tflops(_device_kind(worker["info"]))
             if peak:
                 figure["percent_of_fp32_peak"] = 100 * figure["gflops"] / (peak * 1e3)
@@ -143,7 +151,7 @@ def _machine(results: dict) -> dict:
     except OSError:
         pass
     versions: dict[str, str | None] = {}
-    for package in ("jax", "jaxlib", "equinox", "optax", "numpy", "torch"):
+    for package in ("jax", "jaxlib", "equinox", "optax", "numpy", "torch", "flax", "keras"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
