@@ -441,6 +441,7 @@ def fit(
     loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
     fused: bool = True,
     device_data_bytes: int | None = None,
+    fuse_small_dots: bool = True,
 ):
     """Train `model` with `optimizer` over `train_loader` for `num_epochs` epochs (or `max_steps` steps).
 
@@ -495,6 +496,11 @@ def fit(
       False: one compiled call a step, the reference the fused path equals bit for bit.
     - `device_data_bytes`: the budget for keeping an `ArrayDataset`'s arrays on the device
       (default: a quarter of the device's memory where JAX reports it, else 1 GiB).
+    - `fuse_small_dots`: on a CPU, compile the step's small matrix products (at most
+      `fundamentals._small_dots.MAX_ELEMENTS` multiply-adds) as fused multiply-and-sum, which
+      halves the book's network's step. Their sums run in another order than XLA's `dot`, so
+      results differ from a plain `jax.jit` step by float32 rounding; False keeps XLA's
+      products (bit for bit a plain `jax.jit` step). Every path of one run uses the same.
 
     **Returns:**
 
@@ -515,7 +521,9 @@ def fit(
     _check_rest(optimizer, checkpoint, resume, seed, device_data_bytes, fused)
     fused = True if fused is None else bool(fused)  # None: the old spelling of the default
     optimizer = as_transformation(optimizer)
-    program = TrainProgram.create(model, optimizer, loss_fn=loss_fn, mesh=mesh, metrics=metrics)
+    program = TrainProgram.create(
+        model, optimizer, loss_fn=loss_fn, mesh=mesh, metrics=metrics, fuse_small_dots=fuse_small_dots
+    )
     state = program.init(model, seed=seed)
     history: dict[str, Any] = {"loss": [], "epoch_loss": []}
     start_epoch = skip = 0
