@@ -126,6 +126,16 @@ def training_problem(cfg: dict[str, Any], kind: str):
     return X, y, cfg["inputs"], cfg["outputs"], tuple(cfg["hidden"]), 0.1
 
 
+# The book's chapter-5 pattern on the tiny problem: the validation loss every EVAL_EVERY steps,
+# over a held-out set of EVAL_ROWS rows in batches of EVAL_BATCH.
+EVAL_EVERY, EVAL_ROWS, EVAL_BATCH = 100, 500, 50
+
+
+def held_out_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The tiny problem's validation set: the same distribution, another seed."""
+    return toy_like_data(min(EVAL_ROWS, max(EVAL_BATCH, cfg["rows"] // 4)), seed=1)
+
+
 def epoch_order(num_rows: int, batch_size: int, seed: int = 123) -> list[np.ndarray]:
     """One shuffled epoch's batches of row indices, the last partial batch dropped."""
     order = np.random.default_rng(seed).permutation(num_rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +29,11 @@ from .. import (
 from ..cli import enable_compilation_cache
 from ..testing import book_toy_dataset
 from .common import (
+    EVAL_BATCH,
+    EVAL_EVERY,
     epoch_order,
     figure,
+    held_out_data,
     matmul_blocks,
     matmul_shapes,
     time_blocks,
@@ -109,14 +113,23 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
                 "fit: the book's ToyDataset class (per-item __getitem__), host chunks",
             )
         )
+        Xv, yv = held_out_data(cfg)
+        evaluation: dict[str, Any] = {
+            "val_loader": DataLoader(ArrayDataset(Xv, yv), batch_size=EVAL_BATCH),
+            "eval_every": EVAL_EVERY,
+        }
+        variants.append(
+            ("fit_eval", True, ArrayDataset, f"fit: the same, with the validation loss every {EVAL_EVERY} steps")
+        )
     for name, fused, dataset_class, label in variants:
         dataset = dataset_class(X, y)
         clock = _epoch_clock(dataset)
         loader = DataLoader(dataset, batch_size=batch_size, sampler=clock, drop_last=True)
         num_epochs = 1 + cfg["epochs"]["per_step" if name == "fit_per_step" else "fused"]
         model = jax.block_until_ready(new_model())
+        options = evaluation if name == "fit_eval" else {}
         start = time.perf_counter()
-        trained, _ = fit(model, optimizer, loader, num_epochs=num_epochs, log=None, fused=fused)
+        trained, _ = fit(model, optimizer, loader, num_epochs=num_epochs, log=None, fused=fused, **options)
         jax.block_until_ready(trained)
         end = time.perf_counter()
         epochs = np.diff([*clock.starts, end])

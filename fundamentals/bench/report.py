@@ -28,6 +28,7 @@ def order_figures(figures: dict) -> list[str]:
         "eager_step",
         "eager_loop",
         "eager_loop_book_class",
+        "eager_loop_eval",
         "compiled_step",
         "filter_jit",
         "nnx_jit",
@@ -40,6 +41,7 @@ def order_figures(figures: dict) -> list[str]:
         "jit_step_sync",
         "fit_book_class",
         "fit_fused",
+        "fit_eval",
         "scan_epoch",
     ]
     return [name for name in preferred if name in figures]
@@ -166,6 +168,16 @@ def _training_table(section: dict, kind: str) -> list[str]:
             "",
             f"The book's ToyDataset class through each loop: fit {book['seconds_per_step'] * 1e6:.1f} µs a step, "
             f"{_ratio(book.get('speedup_vs_torch_book_loop'))} the book's PyTorch loop over the same class.",
+        ]
+    if "fit_eval" in figures:
+        evaluated = figures["fit_eval"]
+        cost = evaluated.get("cost_vs_no_evaluation")
+        lines += [
+            "",
+            f"With the validation loss every 100 steps (the book's chapter-5 loop): fit "
+            f"{evaluated['seconds_per_step'] * 1e6:.1f} µs a step"
+            + ("" if cost is None else f", {cost:.2f}× its time without evaluation")
+            + f", {_ratio(evaluated.get('speedup_vs_torch_eval_loop'))} PyTorch's loop doing the same evaluation.",
         ]
     if "rerun_cell" in figures:
         cell = figures["rerun_cell"]

@@ -65,6 +65,15 @@ def _training_section(kind: str, cfg: dict) -> dict:
         figures["fit_book_class"]["speedup_vs_torch_book_loop"] = (
             None if book_loop_seconds is None else book_loop_seconds / figures["fit_book_class"]["seconds_per_step"]
         )
+    if "fit_eval" in figures:
+        # The book's chapter-5 loop, evaluation every N steps, in each framework.
+        eval_loop_seconds = figures.get("eager_loop_eval", {}).get("seconds_per_step")
+        fit_eval = figures["fit_eval"]
+        fit_eval["speedup_vs_torch_eval_loop"] = (
+            None if eval_loop_seconds is None else eval_loop_seconds / fit_eval["seconds_per_step"]
+        )
+        without = figures.get("fit_fused", {}).get("seconds_per_step")
+        fit_eval["cost_vs_no_evaluation"] = None if without is None else fit_eval["seconds_per_step"] / without
     if kind == "wide":
         parameters = count_parameters([cfg["inputs"], *cfg["hidden"], cfg["outputs"]])
         flops = 6 * parameters * cfg["batch_size"]

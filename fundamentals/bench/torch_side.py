@@ -13,8 +13,11 @@ import numpy as np
 
 from ..testing import book_toy_dataset, torch_network
 from .common import (
+    EVAL_BATCH,
+    EVAL_EVERY,
     epoch_order,
     figure,
+    held_out_data,
     matmul_blocks,
     matmul_shapes,
     time_blocks,
@@ -97,6 +100,33 @@ def training(cfg: dict, kind: str) -> dict:
 
         return run
 
+    def book_loop_with_evaluation(loader, val_loader):
+        """The book's chapter-5 loop (train_model_simple): the validation loss every EVAL_EVERY steps."""
+
+        def run():
+            losses, val_losses, step = [], [], 0
+            model.train()
+            for features, labels in loader:
+                features, labels = features.to(device), labels.to(device)
+                loss = F.cross_entropy(model(features), labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+                step += 1
+                if step % EVAL_EVERY == 0:  # evaluate_model / calc_loss_loader
+                    model.eval()
+                    with torch.no_grad():
+                        total = 0.0
+                        for val_features, val_labels in val_loader:
+                            val_features, val_labels = val_features.to(device), val_labels.to(device)
+                            total += F.cross_entropy(model(val_features), val_labels).item()
+                        val_losses.append(total / len(val_loader))
+                    model.train()
+            sync()
+
+        return run
+
     tensor_loader = DataLoader(TensorDataset(X_cpu, y_cpu), batch_size=batch_size, shuffle=True, drop_last=True)
     book_dataset = book_toy_dataset(torch.utils.data.Dataset)(X_cpu, y_cpu)
     book_loader = DataLoader(book_dataset, batch_size=batch_size, shuffle=True, drop_last=True)
@@ -116,6 +146,13 @@ def training(cfg: dict, kind: str) -> dict:
         figures["eager_loop_book_class"] = figure(
             "PyTorch eager, the book's loop over the book's ToyDataset class",
             time_blocks(book_loop(book_loader), repeats),
+            per=n,
+        )
+        Xv, yv = held_out_data(cfg)
+        val_loader = DataLoader(TensorDataset(torch.from_numpy(Xv), torch.from_numpy(yv)), batch_size=EVAL_BATCH)
+        figures["eager_loop_eval"] = figure(
+            f"PyTorch eager, the book's loop with the validation loss every {EVAL_EVERY} steps (chapter 5)",
+            time_blocks(book_loop_with_evaluation(tensor_loader, val_loader), repeats),
             per=n,
         )
     if cfg.get("torch_compile"):
