@@ -422,3 +422,27 @@ def test_plot_history_draws_every_recorded_series(tmp_path):
     assert main.get_xlabel() == "step" and rate.get_ylabel() == "learning rate"
     with pytest.raises(ValueError, match="per-step 'loss'"):
         fm.plot_history({})
+
+
+def test_early_stopping_never_takes_a_nan_for_the_best_value():
+    run = fm.train.Run({"val_loss": []}, {"val_loss"}, lambda: None)
+    stopping = fm.EarlyStopping("val_loss", patience=2, restore_best=False)
+    stopping.on_train_begin(run)
+    for step, value in enumerate([0.5, float("nan"), 0.4, float("nan"), float("nan")], 1):
+        run.step = step
+        run.history["val_loss"].append(value)
+        stopping.on_evaluation(run)
+    assert stopping.best == 0.4 and stopping.best_step == 3
+    assert run.stop_reason is not None and "did not improve on 0.4 (step 3) for 2 evaluations" in run.stop_reason
+    maximising = fm.EarlyStopping("val_accuracy", patience=1, restore_best=False)
+    assert maximising.mode == "max" and fm.EarlyStopping("val_loss").mode == "min"
+
+
+def test_the_default_seed_is_zero():
+    # the per-step dropout keys of a run without seed= are those of seed=0
+    X, y = classification(n=16)
+    model = fm.NeuralNetwork(4, 3, key=jax.random.key(0), dropout=0.5)
+    _, default = fm.fit(model, optax.sgd(0.1), [(X, y)] * 3, num_epochs=1, log=None)
+    _, zero = fm.fit(model, optax.sgd(0.1), [(X, y)] * 3, num_epochs=1, log=None, seed=0)
+    _, one = fm.fit(model, optax.sgd(0.1), [(X, y)] * 3, num_epochs=1, log=None, seed=1)
+    assert default["loss"] == zero["loss"] != one["loss"]
