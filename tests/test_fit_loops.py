@@ -355,11 +355,21 @@ def test_max_steps_ends_a_run_mid_epoch_and_over_an_endless_stream(tmp_path):
     # a run cut by max_steps resumes from where it stopped
     path = str(tmp_path / "run.ckpt")
     fm.fit(model, optax.sgd(0.1), batches, num_epochs=5, max_steps=17, log=None, checkpoint=path)
+    lines = []
     _, resumed = fm.fit(
-        model, optax.sgd(0.1), batches, num_epochs=5, max_steps=30, log=None, checkpoint=path, resume=True
+        model, optax.sgd(0.1), batches, num_epochs=5, max_steps=30, log=lines.append, checkpoint=path, resume=True
     )
+    assert lines[0] == f"Resumed from {path} after epoch 001/005, batch 005 of the next"
+    assert lines[1].startswith("Epoch: 002/005 | Batch 006/012 | Train Loss: ")
     _, straight = fm.fit(model, optax.sgd(0.1), batches, num_epochs=5, max_steps=30, log=None)
     assert resumed["loss"] == straight["loss"] and resumed["epoch_loss"] == straight["epoch_loss"]
+    # without num_epochs the log line says what it knows
+    stream_path = str(tmp_path / "stream.ckpt")
+    fm.fit(model, optax.sgd(0.1), Stream(batches), max_steps=17, log=None, checkpoint=stream_path)
+    lines = []
+    fm.fit(model, optax.sgd(0.1), Stream(batches), max_steps=20, log=lines.append, checkpoint=stream_path, resume=True)
+    assert lines[0] == f"Resumed from {stream_path} after epoch 001, batch 005 of the next"
+    assert lines[1].startswith("Epoch: 002 | Batch 006 | Train Loss: ")
 
 
 def test_bad_settings_are_named_before_training(tmp_path):
