@@ -194,7 +194,9 @@ def test_early_stopping_restores_the_model_of_the_lowest_validation_loss(tmp_pat
     )
     assert "stopped" in history and history["stopped"]["reason"].startswith("EarlyStopping: val_loss")
     assert history["stopped"]["step"] < 50 * 8
-    assert any(line.startswith("Stopped at step") for line in lines)
+    stopped = history["stopped"]
+    assert stopped["epoch"] == (stopped["step"] - 1) // 8 + 1  # 8 steps an epoch
+    assert f"Stopped at step {stopped['step']} (epoch {stopped['epoch']}): {stopped['reason']}" in lines
     best = min(history["val_loss"])
     assert history["val_loss"][-4] == best  # three evaluations without improvement after the best
     assert val_loss_by_hand(trained, Xv, yv) == pytest.approx(best, rel=1e-5)
