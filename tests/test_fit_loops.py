@@ -458,3 +458,13 @@ def test_the_default_seed_is_zero():
     _, zero = fm.fit(model, optax.sgd(0.1), [(X, y)] * 3, num_epochs=1, log=None, seed=0)
     _, one = fm.fit(model, optax.sgd(0.1), [(X, y)] * 3, num_epochs=1, log=None, seed=1)
     assert default["loss"] == zero["loss"] != one["loss"]
+
+
+def test_zero_epochs_trains_nothing():
+    X, y = classification(n=16)
+    model = fm.NeuralNetwork(4, 3, key=jax.random.key(0))
+    trained, history = fm.fit(model, optax.sgd(0.1), [(X, y)], num_epochs=0, log=None)
+    assert history["loss"] == [] and history["epoch_loss"] == []
+    assert_close_models(trained, model, rtol=0)
+    with pytest.raises(ValueError, match="num_epochs"):
+        fm.fit(model, optax.sgd(0.1), [(X, y)], num_epochs=-1, log=None)
