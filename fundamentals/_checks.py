@@ -6,7 +6,12 @@ one-line error naming the argument, never a traceback from deep inside a trace.
 
 from __future__ import annotations
 
-import numpy as np
+import math
+from numbers import Integral, Real
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["ArgumentTypeError", "is_int", "check_int", "check_number"]
 
@@ -16,16 +21,20 @@ class ArgumentTypeError(TypeError, ValueError):
     catch bad arguments as `ValueError` (as `launch`'s documentation promises) still do."""
 
 
-def is_int(value) -> bool:
-    """True for Python and NumPy integers, False for bools (which Python counts as ints)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+def is_int(value: object) -> TypeGuard[int | np.integer[Any]]:
+    """True for Python and NumPy integers, False for bools (which Python counts as ints).
+
+    NumPy registers its integer types as `numbers.Integral` (and `numpy.bool_` as no number),
+    so this needs no NumPy import: `fundamentals doctor` uses it on an installation without NumPy.
+    """
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def _kind(minimum: int | None) -> str:
     return {None: "an int", 0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
 
 
-def check_int(name: str, value, minimum: int | None = None, *, unit: str = "") -> int:
+def check_int(name: str, value: object, minimum: int | None = None, *, unit: str = "") -> int:
     """`value` as an `int`, or an error naming `name` (which carries its prefix, e.g. `"fit: num_epochs"`).
 
     **Raises:** `ArgumentTypeError` if `value` is not an int (bools are not), `ValueError` if it
@@ -39,15 +48,19 @@ def check_int(name: str, value, minimum: int | None = None, *, unit: str = "") -
     return int(value)
 
 
-def check_number(name: str, value, *, above: float | None = None, unit: str = "") -> float:
+def check_number(name: str, value: object, *, above: float | None = None, unit: str = "") -> float:
     """`value` as a `float` (an int or a float, not a bool), greater than `above` if given.
 
     **Raises:** `ArgumentTypeError` for another type, `ValueError` for NaN, infinity or a
     value not above `above`.
     """
     kind = "a number" + (f" above {above:g}" if above is not None else "") + (f" ({unit})" if unit else "")
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, bool) or not isinstance(value, Real):
         raise ArgumentTypeError(f"{name} must be {kind}, got {type(value).__name__} ({value!r})")
-    if not np.isfinite(value) or (above is not None and not value > above):
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range
+        number = math.inf
+    if not math.isfinite(number) or (above is not None and not number > above):
         raise ValueError(f"{name} must be {kind}, got {value!r}")
-    return float(value)
+    return number

@@ -10,7 +10,7 @@ worker.
 
 Processes are started with `forkserver` (`spawn` where there is none), never plain `fork`: a
 process that has started JAX's threads cannot fork safely. The fork server imports this module
-(and so NumPy and JAX, which start no threads on import) once; each worker is then a fork of
+and the DataLoader's (and so NumPy and JAX, which start no threads on import) once; each worker is then a fork of
 it. The dataset, `collate_fn` and `worker_init_fn` travel to each worker pickled (by
 `cloudpickle` when it is installed, so lambdas and classes defined in a notebook work), and
 large arrays come back through files in `/dev/shm`: the worker writes a batch's arrays once,
@@ -351,8 +351,8 @@ def default_context() -> multiprocessing.context.BaseContext:
     """`forkserver` where the platform has it (with this module preloaded), else `spawn`.
 
     Never plain `fork`: once JAX has started its threads, a forked child can deadlock on a lock
-    one of them held. The fork server is a fresh process that imports this module (NumPy, JAX,
-    no threads started) and forks each worker from itself, so starting a worker costs a fork,
+    one of them held. The fork server is a fresh process that imports this module and `data`
+    (NumPy, JAX, no threads started) and forks each worker from itself, so starting a worker costs a fork,
     not a Python start-up.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
@@ -362,7 +362,8 @@ def default_context() -> multiprocessing.context.BaseContext:
 
     server = getattr(forkserver, "_forkserver", None)
     if server is not None and getattr(server, "_forkserver_pid", None) is None:
-        context.set_forkserver_preload([__name__])
+        # The DataLoader's module, and with it NumPy and JAX: imported once, in the server, not in every worker.
+        context.set_forkserver_preload([__name__, "fundamentals.data"])
     return context
 
 

@@ -23,9 +23,8 @@ is no `zero_grad`): every call of the gradient function starts from scratch.
 from __future__ import annotations
 
 import inspect
-import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -37,6 +36,7 @@ __all__ = [
     "logistic_regression_loss",
     "ComputationGraph",
     "GraphLayout",
+    "GraphNode",
     "computation_graph",
     "graph_layout",
     "plot_computation_graph",
@@ -66,21 +66,66 @@ def logistic_regression_loss(w1, b, x1=None, y=None) -> jax.Array:
     return binary_cross_entropy(a, y)
 
 
+class GraphNode(NamedTuple):
+    """One node of a `ComputationGraph`.
+
+    - `label`: the text drawn in it (an argument's name, a primitive's name, a literal's value).
+    - `kind`: `"input"` (an argument of the function), `"constant"` (an array it closes over),
+      `"literal"` (a scalar written into the program), `"op"` (a primitive) or `"output"`.
+    """
+
+    label: str
+    kind: str
+
+
 class ComputationGraph(NamedTuple):
-    """The graph JAX traced for a function.
+    """The graph JAX traced for a function, as data.
 
     - `jaxpr`: the `jax.core.ClosedJaxpr` from `jax.make_jaxpr`.
     - `text`: its printed form, one primitive operation a line.
-    - `dot`: the same graph in Graphviz DOT, with calls to jitted helpers inlined, ready for
-      `graphviz.Source(dot)` or any DOT renderer.
+    - `nodes`: node name -> `GraphNode`, inputs first, then constants, the primitives in trace
+      order (calls to jitted helpers inlined) with their literals, and the outputs last.
+    - `edges`: `(source, target)` node names, each operation's inputs in argument order.
+
+    `dot` prints the same graph in Graphviz DOT, for `graphviz.Source(graph.dot)` or any DOT
+    renderer.
     """
 
     jaxpr: Any
     text: str
-    dot: str
+    nodes: dict[str, GraphNode]
+    edges: list[tuple[str, str]]
+
+    @property
+    def dot(self) -> str:
+        """The graph in Graphviz DOT: inputs blue, the output yellow, one ellipse per primitive."""
+        return to_dot(self.nodes, self.edges)
 
 
-def _sub_jaxpr(eqn):
+_DOT_STYLE = {
+    "input": 'shape=box, style=filled, fillcolor="#dbeafe"',
+    "constant": "shape=box",
+    "literal": "shape=plaintext",
+    "op": "shape=ellipse",
+    "output": 'shape=box, style=filled, fillcolor="#fde68a"',
+}
+
+
+def _dot_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def to_dot(nodes: Mapping[str, GraphNode], edges: Sequence[tuple[str, str]]) -> str:
+    """Graphviz DOT text for a graph's nodes and edges (what `ComputationGraph.dot` returns)."""
+    lines = ["digraph computation_graph {", "  rankdir=LR;", '  node [fontname="Helvetica"];']
+    for name, node in nodes.items():
+        lines.append(f'  "{_dot_escape(name)}" [{_DOT_STYLE[node.kind]}, label="{_dot_escape(node.label)}"];')
+    lines.extend(f'  "{_dot_escape(source)}" -> "{_dot_escape(target)}";' for source, target in edges)
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _sub_jaxpr(eqn: Any) -> Any:
     """The inner jaxpr of a call-like equation (jit, custom_jvp, ...), or None."""
     for value in eqn.params.values():
         inner = getattr(value, "jaxpr", value)
@@ -90,122 +135,111 @@ def _sub_jaxpr(eqn):
     return None
 
 
-def _dot_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+class _GraphBuilder:
+    """Walks a closed jaxpr into nodes and edges, inlining calls of jitted helpers."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, GraphNode] = {}
+        self.edges: list[tuple[str, str]] = []
+        self.names: dict[Any, str] = {}  # jaxpr variable -> the node that produces it
+        self.ops = 0
+        self.constants = 0
+
+    def add(self, name: str, label: str, kind: str) -> str:
+        self.nodes[name] = GraphNode(label, kind)
+        return name
+
+    def constant(self, label: str, kind: str) -> str:
+        name = self.add(f"const_{self.constants}", label, kind)
+        self.constants += 1
+        return name
+
+    def source(self, atom: Any) -> str:
+        if hasattr(atom, "val"):  # a Literal: its own node, beside the operation that reads it
+            return self.constant(str(atom.val), "literal")
+        return self.names.get(atom, str(atom))
+
+    def walk(self, jaxpr: Any, env: dict[Any, Any]) -> None:
+        for eqn in jaxpr.eqns:
+            inputs = [v if hasattr(v, "val") else env.get(v, v) for v in eqn.invars]
+            inner = _sub_jaxpr(eqn)
+            if inner is not None:
+                inner_env = dict(zip(inner.invars, inputs))
+                self.walk(inner, inner_env)
+                for outer_var, inner_var in zip(eqn.outvars, inner.outvars):
+                    env[outer_var] = inner_env.get(inner_var, inner_var)
+                continue
+            node = self.add(f"{eqn.primitive.name}_{self.ops}", eqn.primitive.name, "op")
+            self.ops += 1
+            for atom in inputs:
+                self.edges.append((self.source(atom), node))
+            for out in eqn.outvars:
+                env[out] = out
+                self.names[out] = node
 
 
-def computation_graph(fn: Callable, *args, **kwargs) -> ComputationGraph:
+def computation_graph(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> ComputationGraph:
     """The computation graph JAX traces for `fn(*args, **kwargs)`.
 
     PyTorch builds its graph silently while the forward pass runs (figure A.7 of the book).
     JAX makes the graph explicit: `jax.make_jaxpr` traces the function once with abstract
-    values and returns its program. This function returns that program as text and as a DOT
-    graph, whose inputs are labelled with `fn`'s argument names.
+    values and returns its program. This function returns that program as text and as a graph
+    (nodes and edges, printable as DOT), whose inputs are labelled with `fn`'s argument names.
 
     ```python
     graph = fundamentals.computation_graph(fundamentals.logistic_regression_loss,
                                            tensor([2.2]), tensor([0.0]))
     print(graph.text)   # mul, add, logistic, log, max, ...
-    graph.dot           # 'digraph { "w1" -> "mul_0"; ... }'
+    graph.edges         # [("w1", "mul_0"), ("const_0", "mul_0"), ("mul_0", "add_1"), ...]
+    graph.dot           # 'digraph computation_graph { ... "w1" -> "mul_0"; ... }'
     ```
+
+    **Arguments:**
+
+    - `fn`: the function to trace.
+    - `*args`, `**kwargs`: what to call it with (arrays, or pytrees of them).
+
+    **Returns:**
+
+    A `ComputationGraph`.
     """
     closed = jax.make_jaxpr(fn)(*args, **kwargs)
     text = closed.pretty_print(use_color=False)  # str() adds ANSI colour codes inside Jupyter
-
     try:
         parameters = list(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         parameters = []
-    names: dict[Any, str] = {}
-    lines = ["digraph computation_graph {", "  rankdir=LR;", '  node [fontname="Helvetica"];']
-    counter = {"op": 0, "const": 0}
-
-    leaf_index = 0
-    for arg_position, arg in enumerate(args):
-        count = len(jax.tree_util.tree_leaves(arg))
-        base = parameters[arg_position] if arg_position < len(parameters) else f"arg{arg_position}"
-        for i in range(count):
-            label = base if count == 1 else f"{base}[{i}]"
-            var = closed.jaxpr.invars[leaf_index]
-            names[var] = label
-            lines.append(f'  "{_dot_escape(label)}" [shape=box, style=filled, fillcolor="#dbeafe"];')
-            leaf_index += 1
-    for var in closed.jaxpr.invars[leaf_index:]:
-        names[var] = f"arg{leaf_index}"
-        lines.append(f'  "{names[var]}" [shape=box];')
-        leaf_index += 1
+    builder = _GraphBuilder()
+    named = [(parameters[i] if i < len(parameters) else f"arg{i}", arg) for i, arg in enumerate(args)]
+    named += sorted(kwargs.items())  # make_jaxpr flattens (args, kwargs), a dict's keys in sorted order
+    labels = []
+    for base, value in named:
+        count = len(jax.tree_util.tree_leaves(value))
+        labels += [base] if count == 1 else [f"{base}[{i}]" for i in range(count)]
+    for var, label in zip(closed.jaxpr.invars, labels, strict=True):
+        builder.names[var] = builder.add(label, label, "input")
     for var, value in zip(closed.jaxpr.constvars, closed.consts):
-        names[var] = f"const_{counter['const']}"
-        counter["const"] += 1
-        lines.append(f'  "{names[var]}" [shape=box, label="{_dot_escape(str(value))}"];')
-
-    def source(atom) -> str:
-        if hasattr(atom, "val"):  # a Literal: draw it as its own constant node
-            name = f"const_{counter['const']}"
-            counter["const"] += 1
-            lines.append(f'  "{name}" [shape=plaintext, label="{_dot_escape(str(atom.val))}"];')
-            return name
-        return names.get(atom, str(atom))
-
-    def walk(jaxpr, env: dict) -> None:
-        for eqn in jaxpr.eqns:
-            inputs = [env.get(v, v) if not hasattr(v, "val") else v for v in eqn.invars]
-            inner = _sub_jaxpr(eqn)
-            if inner is not None:
-                inner_env = {inner_var: outer for inner_var, outer in zip(inner.invars, inputs)}
-                walk(inner, inner_env)
-                for outer_var, inner_var in zip(eqn.outvars, inner.outvars):
-                    env[outer_var] = inner_env.get(inner_var, inner_var)
-                continue
-            node = f"{eqn.primitive.name}_{counter['op']}"
-            counter["op"] += 1
-            lines.append(f'  "{node}" [shape=ellipse, label="{eqn.primitive.name}"];')
-            for atom in inputs:
-                lines.append(f'  "{source(atom)}" -> "{node}";')
-            for out in eqn.outvars:
-                env[out] = out
-                names[out] = node
-
-    top_env: dict = {}
-    walk(closed.jaxpr, top_env)
+        builder.names[var] = builder.constant(str(value), "constant")
+    outputs: dict[Any, Any] = {}
+    builder.walk(closed.jaxpr, outputs)
     for i, out in enumerate(closed.jaxpr.outvars):
-        resolved = top_env.get(out, out)
         label = "output" if len(closed.jaxpr.outvars) == 1 else f"output[{i}]"
-        lines.append(f'  "{label}" [shape=box, style=filled, fillcolor="#fde68a"];')
-        lines.append(f'  "{source(resolved)}" -> "{label}";')
-    lines.append("}")
-    return ComputationGraph(jaxpr=closed, text=text, dot="\n".join(lines))
+        source = builder.source(outputs.get(out, out))
+        builder.edges.append((source, builder.add(label, label, "output")))
+    return ComputationGraph(jaxpr=closed, text=text, nodes=builder.nodes, edges=builder.edges)
 
 
 class GraphLayout(NamedTuple):
     """Where to draw each node of a `ComputationGraph`.
 
-    - `nodes`: node name -> `{"label": str, "kind": "box" | "op" | "const"}`; boxes are the
-      inputs and the output, ops the primitives, consts the literals.
-    - `edges`: `(source, target)` node names, in the order of the DOT text.
+    - `nodes`: the graph's nodes, name -> `GraphNode`.
+    - `edges`: the graph's `(source, target)` edges.
     - `position`: node name -> `(column, row)`; data flows from lower to higher columns.
     """
 
-    nodes: dict[str, dict[str, str]]
+    nodes: dict[str, GraphNode]
     edges: list[tuple[str, str]]
     position: dict[str, tuple[float, float]]
-
-
-def _parse_dot(dot: str) -> tuple[dict[str, dict[str, str]], list[tuple[str, str]]]:
-    """The nodes and edges of the DOT text `computation_graph` writes."""
-    nodes: dict[str, dict[str, str]] = {}
-    edges: list[tuple[str, str]] = []
-    for line in dot.splitlines():
-        edge = re.fullmatch(r'\s*"(.+?)" -> "(.+?)";', line)
-        node = re.fullmatch(r'\s*"(.+?)" \[(.*)\];', line)
-        if edge:
-            edges.append((edge.group(1), edge.group(2)))
-        elif node:
-            name, attributes = node.groups()
-            label = re.search(r'label="(.*?)"', attributes)
-            kind = "const" if "plaintext" in attributes else "op" if "ellipse" in attributes else "box"
-            nodes[name] = {"label": label.group(1) if label else name, "kind": kind}
-    return nodes, edges
 
 
 def graph_layout(graph: ComputationGraph, sweeps: int = 6) -> GraphLayout:
@@ -226,14 +260,14 @@ def graph_layout(graph: ComputationGraph, sweeps: int = 6) -> GraphLayout:
 
     A `GraphLayout` with the nodes, the edges and each node's `(column, row)`.
     """
-    nodes, edges = _parse_dot(graph.dot)
+    nodes, edges = graph.nodes, graph.edges
     preds: dict[str, list[str]] = defaultdict(list)
     succs: dict[str, list[str]] = defaultdict(list)
     for source, target in edges:
-        if nodes[source]["kind"] != "const":
+        if nodes[source].kind != "literal":
             preds[target].append(source)
             succs[source].append(target)
-    laid_out = [name for name in nodes if nodes[name]["kind"] != "const"]
+    laid_out = [name for name in nodes if nodes[name].kind != "literal"]
     column: dict[str, int] = {}
 
     def depth(name: str) -> int:  # the longest path from an input
@@ -264,7 +298,7 @@ def graph_layout(graph: ComputationGraph, sweeps: int = 6) -> GraphLayout:
             place(columns[c])
     position: dict[str, tuple[float, float]] = {name: (float(column[name]), row[name]) for name in laid_out}
     for source, target in edges:
-        if nodes[source]["kind"] == "const":
+        if nodes[source].kind == "literal":
             x_target, y_target = position[target]
             position[source] = (x_target - 0.55, y_target - 0.6)
     return GraphLayout(nodes=nodes, edges=edges, position=position)
@@ -298,12 +332,15 @@ def plot_computation_graph(
     nodes, position = layout.nodes, layout.position
     if ax is None:
         _, ax = plt.subplots(figsize=(12, 3.4))
+    box = dict(boxstyle="round,pad=0.35", facecolor="#dbeafe", edgecolor="#1e3a8a")
     styles = {
-        "box": dict(boxstyle="round,pad=0.35", facecolor="#dbeafe", edgecolor="#1e3a8a"),
+        "input": box,
+        "constant": box,
         "op": dict(boxstyle="round4,pad=0.3", facecolor="white", edgecolor="#374151"),
-        "const": dict(boxstyle="square,pad=0.1", facecolor="none", edgecolor="none"),
+        "literal": dict(boxstyle="square,pad=0.1", facecolor="none", edgecolor="none"),
+        "output": dict(box, facecolor="#fde68a", edgecolor="#92400e"),
     }
-    ops = sorted((n for n in nodes if nodes[n]["kind"] == "op"), key=lambda n: int(n.rsplit("_", 1)[1]))
+    ops = [name for name, node in nodes.items() if node.kind == "op"]  # in trace order
     colours = ["#eef2ff", "#ecfdf5", "#fff7ed", "#fdf2f8"]
     start = 0
     for i, (text, count) in enumerate(groups):
@@ -322,20 +359,17 @@ def plot_computation_graph(
             arrowprops=dict(arrowstyle="-|>", color="#6b7280", shrinkA=14, shrinkB=14, lw=1),
         )
     for name, (x, y) in position.items():
-        kind, label = nodes[name]["kind"], nodes[name]["label"]
-        style = dict(styles[kind])
-        if kind == "box" and name.startswith("output"):
-            style.update(facecolor="#fde68a", edgecolor="#92400e")
-            label = output_label if output_label is not None else label
+        kind = nodes[name].kind
+        label = output_label if kind == "output" and output_label is not None else nodes[name].label
         ax.text(
             x,
             y,
             label,
             ha="center",
             va="center",
-            fontsize=9 if kind != "const" else 8,
-            color="#6b7280" if kind == "const" else "black",
-            bbox=style,
+            fontsize=8 if kind == "literal" else 9,
+            color="#6b7280" if kind == "literal" else "black",
+            bbox=styles[kind],
             zorder=3,
         )
     xs = [p[0] for p in position.values()]

@@ -14,6 +14,7 @@ nothing to switch here:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._checks import check_int
 from .tensors import to_numpy
 
 __all__ = ["ReLU", "NeuralNetwork", "count_parameters", "state_dict", "load_state_dict"]
@@ -87,17 +89,14 @@ class NeuralNetwork(eqx.Module):
         hidden: Sequence[int] = (30, 20),
         dropout: float = 0.0,
     ):
-        for name, value in (("num_inputs", num_inputs), ("num_outputs", num_outputs)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"NeuralNetwork: {name} must be a positive int, got {value!r}")
-        hidden = tuple(hidden)
-        if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
-            raise ValueError(f"NeuralNetwork: hidden must be positive ints, got {hidden!r}")
+        num_inputs = check_int("NeuralNetwork: num_inputs", num_inputs, 1)
+        num_outputs = check_int("NeuralNetwork: num_outputs", num_outputs, 1)
+        hidden = tuple(check_int(f"NeuralNetwork: hidden[{i}]", h, 1) for i, h in enumerate(hidden))
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)):
             raise TypeError(f"NeuralNetwork: dropout must be a float in [0, 1), got {type(dropout).__name__}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"NeuralNetwork: dropout must be in [0, 1), got {dropout!r}")
-        sizes = (int(num_inputs), *(int(h) for h in hidden), int(num_outputs))
+        sizes = (num_inputs, *hidden, num_outputs)
         keys = jax.random.split(key, len(sizes) - 1)
         layers: list = []
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -197,11 +196,27 @@ def _path_to_key(path) -> str:
     return ".".join(parts)
 
 
-def _named_arrays(model) -> tuple[list[tuple[str, jax.Array]], object, object]:
+class NamedArrays(NamedTuple):
+    """A model taken apart for `state_dict` and `load_state_dict` (see `named_arrays`)."""
+
+    named: list[tuple[str, jax.Array]]  # (PyTorch state_dict key, array), in tree order
+    treedef: Any  # the structure of the arrays, for jax.tree_util.tree_unflatten
+    static: Any  # everything else of the model, for eqx.combine
+
+
+def named_arrays(model: eqx.Module) -> NamedArrays:
+    """The model's arrays with their PyTorch `state_dict` keys (`layers.0.weight`), and what rebuilds the model.
+
+    Used by `state_dict`, `load_state_dict` and the checkpoint files. Two arrays may spell the
+    same key (an attribute named `"0"` beside a list); callers that need one array a key check.
+    """
     params, static = eqx.partition(model, eqx.is_array)
     leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
     named = [(_path_to_key(path), leaf) for path, leaf in leaves_with_paths]
-    return named, treedef, static
+    return NamedArrays(named, treedef, static)
+
+
+_named_arrays = named_arrays  # TEMPORARY: checkpoint.py's import, until it imports named_arrays
 
 
 def state_dict(model) -> dict[str, np.ndarray]:
@@ -212,7 +227,7 @@ def state_dict(model) -> dict[str, np.ndarray]:
     `(2,)`: the keys and shapes PyTorch uses, so `torch_model.load_state_dict(
     {k: torch.from_numpy(v) for k, v in state_dict(model).items()})` loads it into PyTorch.
     """
-    named, _, _ = _named_arrays(model)
+    named, _, _ = named_arrays(model)
     return {key: np.array(value) for key, value in named}
 
 
@@ -250,7 +265,7 @@ def load_state_dict(model, state_dict: Mapping, strict: bool = True):
         raise TypeError(
             f"load_state_dict: state_dict must be a mapping of key -> array, got {type(state_dict).__name__}"
         )
-    named, treedef, static = _named_arrays(model)
+    named, treedef, static = named_arrays(model)
     model_keys = [key for key, _ in named]
     if strict:
         missing = [key for key in model_keys if key not in state_dict]

@@ -1,6 +1,6 @@
 """Helpers shared by the tests, the notebooks and the benchmark: the book's PyTorch network, comparing, replaying.
 
-Nothing here imports torch: a PyTorch tensor is recognised by its `detach` method, and
+Nothing here imports torch: `to_numpy` recognises a PyTorch tensor by its `detach` method, and
 `torch_network` takes the `torch` module as an argument.
 """
 
@@ -10,13 +10,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from .tensors import to_numpy
+
 __all__ = ["assert_same", "ReplaySampler", "torch_network", "book_toy_dataset"]
-
-
-def _numpy(value) -> np.ndarray:
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
 
 
 def assert_same(ours, theirs, atol: float = 1e-5, rtol: float = 0.0, same_dtype: bool = True) -> None:
@@ -31,7 +27,7 @@ def assert_same(ours, theirs, atol: float = 1e-5, rtol: float = 0.0, same_dtype:
 
     **Raises:** `AssertionError` naming the shapes, the dtypes, or the largest difference.
     """
-    ours, theirs = _numpy(ours), _numpy(theirs)
+    ours, theirs = to_numpy(ours), to_numpy(theirs)
     assert ours.shape == theirs.shape, f"shape {ours.shape} != {theirs.shape}"
     if same_dtype:
         assert ours.dtype == theirs.dtype, f"dtype {ours.dtype} != {theirs.dtype}"

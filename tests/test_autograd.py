@@ -98,6 +98,57 @@ def test_computation_graph_has_the_books_nodes():
     assert f'"{mul_node}" -> "add_' in graph.dot
 
 
+def test_computation_graph_is_data_worked_out_by_hand_and_prints_as_dot():
+    # sin(x) * y, with a jitted helper that adds a literal 1.0: the helper's call is inlined.
+    @jax.jit
+    def plus_one(a):
+        return a + 1.0
+
+    graph = fm.computation_graph(lambda x, y: plus_one(jnp.sin(x)) * y, jnp.float32(1.0), jnp.float32(2.0))
+    assert graph.nodes == {
+        "x": fm.GraphNode("x", "input"),
+        "y": fm.GraphNode("y", "input"),
+        "sin_0": fm.GraphNode("sin", "op"),
+        "add_1": fm.GraphNode("add", "op"),
+        "const_0": fm.GraphNode("1.0", "literal"),
+        "mul_2": fm.GraphNode("mul", "op"),
+        "output": fm.GraphNode("output", "output"),
+    }
+    assert graph.edges == [
+        ("x", "sin_0"),
+        ("sin_0", "add_1"),
+        ("const_0", "add_1"),
+        ("add_1", "mul_2"),
+        ("y", "mul_2"),
+        ("mul_2", "output"),
+    ]
+    lines = graph.dot.splitlines()
+    assert lines[0] == "digraph computation_graph {" and lines[-1] == "}"
+    assert [line.strip() for line in lines if "->" in line] == [f'"{a}" -> "{b}";' for a, b in graph.edges]
+    assert '  "const_0" [shape=plaintext, label="1.0"];' in lines
+    assert '  "sin_0" [shape=ellipse, label="sin"];' in lines
+
+
+def test_computation_graph_names_pytree_leaves_and_keyword_arguments():
+    def fn(p, *, z, a):
+        return (p["w"] * z - a) * p["v"]
+
+    graph = fm.computation_graph(
+        fn, {"w": jnp.float32(3.0), "v": jnp.float32(4.0)}, z=jnp.float32(2.0), a=jnp.float32(1.0)
+    )
+    # p's leaves in the order JAX flattens a dict (sorted keys: v, then w); then the keywords
+    assert [name for name, node in graph.nodes.items() if node.kind == "input"] == ["p[0]", "p[1]", "a", "z"]
+    assert graph.edges == [
+        ("p[1]", "mul_0"),
+        ("z", "mul_0"),
+        ("mul_0", "sub_1"),
+        ("a", "sub_1"),
+        ("sub_1", "mul_2"),
+        ("p[0]", "mul_2"),
+        ("mul_2", "output"),
+    ]
+
+
 def test_computation_graph_text_has_no_colour_codes_even_where_jax_would_colour(monkeypatch):
     from jax._src import pretty_printer
 
@@ -113,7 +164,7 @@ def test_graph_layout_puts_each_node_in_the_column_worked_out_by_hand():
     # inputs give x 0, sin 1, mul 2, output 3; y is pulled right, next to mul, into column 1.
     graph = fm.computation_graph(lambda x, y: jnp.sin(x) * y, jnp.float32(1.0), jnp.float32(2.0))
     layout = fm.graph_layout(graph)
-    by_label = {layout.nodes[name]["label"]: position for name, position in layout.position.items()}
+    by_label = {layout.nodes[name].label: position for name, position in layout.position.items()}
     assert {label: column for label, (column, _) in by_label.items()} == {
         "x": 0,
         "sin": 1,
@@ -131,7 +182,7 @@ def test_graph_layout_places_constants_beside_their_operation_and_draws():
     matplotlib.use("Agg")
     graph = fm.computation_graph(fm.logistic_regression_loss, fm.tensor([2.2]), fm.tensor([0.0]))
     layout = fm.graph_layout(graph)
-    constants = [name for name, node in layout.nodes.items() if node["kind"] == "const"]
+    constants = [name for name, node in layout.nodes.items() if node.kind == "literal"]
     assert constants
     for source, target in layout.edges:
         if source in constants:

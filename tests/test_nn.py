@@ -153,7 +153,8 @@ def test_loaded_model_does_not_alias_torch_memory(torch):
     [
         ({"dropout": "0.5"}, TypeError, "dropout must be a float"),
         ({"dropout": 1.0}, ValueError, r"dropout must be in \[0, 1\)"),
-        ({"hidden": (30, 0)}, ValueError, "hidden must be positive ints"),
+        ({"hidden": (30, 0)}, ValueError, r"hidden\[1\] must be a positive int, got 0"),
+        ({"hidden": (30, 2.0)}, TypeError, r"hidden\[1\] must be a positive int, got float"),
     ],
 )
 def test_bad_constructor_arguments_name_the_argument(kwargs, error, match):

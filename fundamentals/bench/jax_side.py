@@ -26,7 +26,7 @@ from .. import (
     fit,
     toy_data,
 )
-from ..cli import enable_compilation_cache
+from .._compilation_cache import enable_compilation_cache
 from ..testing import book_toy_dataset
 from .common import (
     EVAL_BATCH,

@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import ArrayDataset, DataLoader
+from .._checks import check_int
+from ..data import ArrayDataset, DataLoader
 from .common import WORKER_TIMEOUT, run_worker, time_blocks, wide_data
 
 __all__ = ["bench_loader", "PythonWorkDataset", "python_work_table"]
@@ -231,14 +232,10 @@ def bench_loader(
     """
     if quick:
         num_samples, num_features, batch_size, repeats = 2000, 32, 64, 2
-    for name, value in (
-        ("num_samples", num_samples),
-        ("num_features", num_features),
-        ("batch_size", batch_size),
-        ("repeats", repeats),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"bench_loader: {name} must be a positive int, got {value!r}")
+    num_samples = check_int("bench_loader: num_samples", num_samples, 1)
+    num_features = check_int("bench_loader: num_features", num_features, 1)
+    batch_size = check_int("bench_loader: batch_size", batch_size, 1)
+    repeats = check_int("bench_loader: repeats", repeats, 1)
     X, y = wide_data(num_samples, num_features, 10)
     num_batches = -(-num_samples // batch_size)
     ours = _ours(X, y, batch_size, repeats, num_workers=0)

@@ -130,8 +130,8 @@ print(len(torch_ops), "PyTorch nodes;", len(jax_ops), "JAX primitives")
 # %% [markdown]
 # The same graph as a picture: inputs on the left in blue, one box per primitive, constants
 # in grey, the loss in yellow. The shaded bands are the three steps of figure A.7.
-# (`fm.plot_computation_graph` lays out `graph.dot` with matplotlib; any Graphviz renderer
-# draws the DOT text too.)
+# (`fm.plot_computation_graph` lays out `graph.nodes` and `graph.edges` with matplotlib; any
+# Graphviz renderer draws `graph.dot`, the same graph as DOT text, too.)
 
 # %%
 fm.plot_computation_graph(
