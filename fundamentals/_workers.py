@@ -243,7 +243,7 @@ class _ShmPickler(pickle.Pickler):
         if self._prefix is None or type(obj) is not np.ndarray or obj.nbytes < SHM_MIN_BYTES or obj.dtype.hasobject:
             return None
         path = f"{self._prefix}{os.getpid()}-{next(self._count)}-{uuid.uuid4().hex[:8]}"
-        data = memoryview(np.ascontiguousarray(obj)).cast("B")
+        data = np.ascontiguousarray(obj).data.cast("B")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError:

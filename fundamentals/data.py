@@ -140,7 +140,7 @@ class ArrayDataset:
         super().__init_subclass__(**kwargs)
         own = vars(cls)
         if ("__getitem__" in own or "__getitems__" in own) and "batch_arrays" not in own:
-            cls.batch_arrays = _no_batch_arrays
+            setattr(cls, "batch_arrays", _no_batch_arrays)  # noqa: B010 - a method replaced on the class, by design  # a class attribute, set on the subclass
 
     def batch_arrays(self) -> tuple[np.ndarray, ...] | None:
         """The arrays whose rows are this dataset's items, or None.
@@ -829,7 +829,7 @@ class DataLoader:
         # A loader that makes its own epochs (its own __iter__) has no plan unless it states one.
         super().__init_subclass__(**kwargs)
         if "__iter__" in vars(cls) and "device_plan" not in vars(cls):
-            cls.device_plan = _no_device_plan
+            setattr(cls, "device_plan", _no_device_plan)  # noqa: B010 - a method replaced on the class, by design  # a class attribute, set on the subclass
 
     def _batch_arrays(self) -> tuple[np.ndarray, ...] | None:
         if self._options.iterable or self.batch_sampler is None or self._options.collate_fn is not None:

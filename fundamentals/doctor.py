@@ -73,7 +73,9 @@ def _check_package(name: str, specifier: str, print_fn: Callable[[str], None]) -
         module = importlib.import_module(_import_name(name))
     except Exception as error:  # noqa: BLE001 - any failure to import is this package's FAIL line
         command = _install_command(name, specifier, "--force-reinstall ")
-        print_fn(f"[FAIL] {name} {version} is installed but cannot be imported ({type(error).__name__}: {error}): {command}")
+        print_fn(
+            f"[FAIL] {name} {version} is installed but cannot be imported ({type(error).__name__}: {error}): {command}"
+        )
         return None
     compared = "" if satisfied else "; not compared: packaging is missing"
     print_fn(f"[OK] {name} {version} ({wanted}{compared})")

@@ -96,7 +96,7 @@ def torch_network(torch, num_inputs: int, num_outputs: int, hidden: tuple[int, .
     return NeuralNetwork(num_inputs, num_outputs)
 
 
-def book_toy_dataset(base=object):
+def book_toy_dataset(base: type = object) -> type:
     """The book's `ToyDataset` class (listing A.6): one example per `__getitem__`, as every reader writes it.
 
     **Arguments:**

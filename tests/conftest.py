@@ -2,9 +2,11 @@
 
 import pytest
 
+from .helpers import TORCH_MISSING
+
 
 @pytest.fixture(scope="session")
 def torch():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason=TORCH_MISSING)
     torch.set_num_threads(1)
     return torch

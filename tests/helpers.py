@@ -3,6 +3,13 @@ replays PyTorch's order live in `fundamentals.testing`, shared with the notebook
 
 from fundamentals.testing import ReplaySampler, torch_network  # noqa: F401 - re-exported for the tests
 
+# Why a comparison with PyTorch is skipped: where torch's CPU build cannot be installed (a Python
+# that PyTorch's local wheels do not cover), the rest of the suite still runs.
+TORCH_MISSING = (
+    "torch==2.13.0 is not installed here: the comparisons with PyTorch are skipped "
+    "(pip install torch==2.13.0, its CPU build on Linux as the README says, runs them)"
+)
+
 
 def torch_book_training(torch, X_train, y_train, num_epochs=3, lr=0.5, momentum=0.0):
     """The book's training run (listing A.9) with seed 123; returns the initial state dict,

@@ -13,8 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from fundamentals import bench, cli
+from fundamentals import cli
 from fundamentals.bench import common
+from fundamentals.bench.report import format_report
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_FLAX = importlib.util.find_spec("flax") is not None
@@ -97,7 +98,7 @@ def test_all_quick_runs_and_reports_every_section(quick_run):
     assert rows[0]["shape"] == [[100, 200], [200, 300]]  # exercise A.4
     assert all(_positive(row["seconds"]) and _positive(row["gflops"]) for row in rows)
 
-    assert _positive(results["loader"]["ours_epoch_ms"]) and _positive(results["loader"]["floor_epoch_ms"])
+    assert _positive(results["loader"]["ours"]["epoch_ms"]) and _positive(results["loader"]["floor"]["epoch_ms"])
 
     compiled = results["compile"]
     for which in ("cold", "warm"):
@@ -112,11 +113,13 @@ def test_all_quick_runs_and_reports_every_section(quick_run):
         assert _positive(files["torch"]["median_s"]) and _positive(files["fundamentals"]["median_s"])
         assert files["ratio"] == pytest.approx(files["fundamentals"]["median_s"] / files["torch"]["median_s"])
         assert "the book's PyTorch loop over the same class" in completed.stdout
-        assert _positive(results["loader"]["torch_epoch_ms"])
-    cell = results["tiny"]["figures"]["rerun_cell"]
+        assert _positive(results["loader"]["torch"]["epoch_ms"])
+    cell = results["tiny"]["jax"]["rerun_cell"]
     assert _positive(cell["seconds"]) and _positive(cell["first_seconds"]) and len(cell["samples"]) >= 1
     assert "3-epoch training cell" in completed.stdout and "issue" not in completed.stdout.lower()
-    assert {t["target"].split(":")[0] for t in results["targets"]} >= {"wide", "compile"}
+    # measurements and ratios only: the project's goals are the README's, not the report's
+    assert "goal" not in completed.stdout.lower() and "target" not in completed.stdout.lower()
+    assert "targets" not in results
 
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -138,7 +141,7 @@ def test_report_covers_a_gpu_run(quick_run):
     matmul["jax"]["platforms"]["gpu"] = gpu
     matmul["has_gpu"] = True
     matmul["gpu_wins_from"]["jax"] = gpu["rows"][1]["shape"]
-    report = bench.format_report(results)
+    report = format_report(results)
     assert f"JAX GPU ({gpu_kind})" in report
     size = gpu["rows"][1]["shape"][0][0]
     assert f"JAX: the GPU beats the CPU from {size}×{size} on" in report
@@ -256,6 +259,6 @@ def test_a_missing_peer_is_a_skipped_row_naming_its_install_command(package, wor
     results = json.loads(json_path.read_text())
     section = worker.split("-")[1]
     results[section]["figures"].update({name: {**f, "framework": package} for name, f in result["figures"].items()})
-    report = bench.format_report(results)
+    report = format_report(results)
     for figure in result["figures"].values():
         assert f"| {figure['label']} | skipped: {package} is not installed ({command}) |" in report

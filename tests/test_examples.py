@@ -19,7 +19,7 @@ import pytest
 
 import fundamentals as fm
 
-from .helpers import ReplaySampler
+from .helpers import TORCH_MISSING, ReplaySampler
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
@@ -39,7 +39,7 @@ def environment(**extra):
 
 
 def torchrun(*args):
-    pytest.importorskip("torch")  # torchrun comes with the test extra's torch
+    pytest.importorskip("torch", reason=TORCH_MISSING)  # torchrun comes with the test extra's torch
     binary = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     return [binary] if binary else [sys.executable, "-m", "torch.distributed.run"]
 

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import TORCH_MISSING
+
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 pytest.importorskip("matplotlib")
-pytest.importorskip("torch")
+pytest.importorskip("torch", reason=TORCH_MISSING)
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NAMES = [
@@ -61,6 +63,7 @@ def test_stored_notebook_matches_its_source_and_was_run_top_to_bottom(name):
 
 
 @pytest.mark.slow
+@pytest.mark.notebooks
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_and_its_checks_pass(name, tmp_path):
     copy = shutil.copy(NOTEBOOKS / f"{name}.ipynb", tmp_path / f"{name}.ipynb")

@@ -33,16 +33,18 @@ PyTorch's do by default (`allow_tf32=False`). Without PyTorch the JAX figures ar
 alone. `fit`'s per-step figure is the median of its epochs after the first, divided by the
 steps an epoch (one `fit` call, timed epoch by epoch through its sampler's `set_epoch`); what
 the call takes beyond its epochs at that pace (tracing, compiling, set-up) is its fixed cost.
+The report gives measurements and how the variants compare; the goals the project set for
+them are in the README's benchmark section.
 
-The package, one job a module: `common` (sizes, data, timing, starting a worker), `__main__`
-(the worker entry point), `jax_side`, `torch_side` and `peers` (the workers; `peers` times
-Equinox, Flax NNX and Keras, a skipped row where one is not installed), `loader` (the loader
-benchmark), `runner` (sections, machine, goals, the command), `report` (Markdown), `plots` (PNG),
-and `files` (reading a `.pth` file against `torch.load`).
+The package, one job a module: `records` (the results' typed records, and the sections),
+`common` (sizes, data, timing, starting a worker), `__main__` (the worker entry point),
+`jax_side`, `torch_side` and `peers` (the workers; `peers` times Equinox, Flax NNX and Keras,
+a skipped row where one is not installed), `loader` (the loader benchmark), `files` (reading a
+`.pth` file against `torch.load`), `runner` (sections, machine, the command), `report`
+(Markdown) and `plots` (PNG). Importing this package imports only `records`: the command lists
+the sections without loading the benchmark.
 """
 
-from .common import SECTIONS, BenchError
-from .report import format_report
-from .runner import run_benchmarks
+from .records import SECTIONS
 
-__all__ = ["SECTIONS", "BenchError", "format_report", "run_benchmarks"]
+__all__ = ["SECTIONS"]

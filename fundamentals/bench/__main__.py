@@ -2,22 +2,24 @@
 
 This is the one protocol between the benchmark and the processes it starts (`common.run_worker`
 is the other end): the parent passes a worker's name and its configuration as JSON, the worker
-prints its result as one line of JSON on stdout, last. Every framework runs this way, in its own
-interpreter, so thread pools and allocators never share a process. Any other arguments are
-`fundamentals bench`'s: `python -m fundamentals.bench loader --quick` is `fundamentals bench loader --quick`.
+prints its result, one of the records of `records`, as one line of JSON on stdout, last. Every
+framework runs this way, in its own interpreter, so thread pools and allocators never share a
+process. To run the benchmark itself: `fundamentals bench`.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
-from ..cli import main
 from . import jax_side, peers, torch_side
 from .files import bench_torch_load
-from .loader import bench_loader
+from .loader import bench_loader, python_work_torch
+from .records import FilesResult
 
-WORKERS = {
+WORKERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "jax-tiny": lambda cfg: jax_side.training(cfg, "tiny"),
     "jax-tiny-sync": lambda cfg: jax_side.training(cfg, "tiny", sync_dispatch=True),
     "jax-wide": lambda cfg: jax_side.training(cfg, "wide"),
@@ -33,12 +35,13 @@ WORKERS = {
     "keras-tiny": lambda cfg: peers.keras_training(cfg, "tiny"),
     "keras-wide": lambda cfg: peers.keras_training(cfg, "wide"),
     "torch-loader": torch_side.loader_epoch,
+    "torch-python-work": python_work_torch,
     "loader": lambda cfg: bench_loader(quick=cfg["quick"]),
     "files": lambda cfg: _files(cfg),
 }
 
 
-def _files(cfg: dict) -> dict:
+def _files(cfg: dict[str, Any]) -> FilesResult:
     """Reading a `.pth`: `fm.torch_load` against `torch.load(weights_only=True)`, or why it cannot run."""
     try:
         import torch  # noqa: F401 - only to know whether the comparison can run
@@ -48,19 +51,17 @@ def _files(cfg: dict) -> dict:
 
 
 def worker_main(argv: list[str]) -> int:
-    """Run the worker `argv[0]` on the JSON config `argv[1]` and print its JSON result."""
-    if len(argv) != 2 or argv[0] not in WORKERS:
+    """Run the worker `argv[1]` on the JSON config `argv[2]` (`argv[0]` is `--worker`) and print its JSON result."""
+    if len(argv) != 3 or argv[0] != "--worker" or argv[1] not in WORKERS:
         print(
-            f"fundamentals bench: error: --worker takes one of {', '.join(WORKERS)} and a JSON config "
-            "(it is how the benchmark starts its own processes)",
+            f"python -m fundamentals.bench: error: takes --worker, one of {', '.join(WORKERS)}, and a JSON config "
+            "(it is how `fundamentals bench` starts its own processes; run the benchmark with `fundamentals bench`)",
             file=sys.stderr,
         )
         return 2
-    print(json.dumps(WORKERS[argv[0]](json.loads(argv[1]))))
+    print(json.dumps(WORKERS[argv[1]](json.loads(argv[2]))))
     return 0
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--worker"]:
-        sys.exit(worker_main(sys.argv[2:]))
-    sys.exit(main(["bench", *sys.argv[1:]]))
+    sys.exit(worker_main(sys.argv[1:]))

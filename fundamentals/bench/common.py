@@ -8,11 +8,34 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-SECTIONS = ("tiny", "wide", "matmul", "loader", "files", "compile")
+from .records import SECTIONS, Figure
+
+__all__ = [
+    "SECTIONS",
+    "WORKER_TIMEOUT",
+    "CONFIG",
+    "BenchError",
+    "gpu_peak_tflops",
+    "progress",
+    "toy_like_data",
+    "wide_data",
+    "training_problem",
+    "EVAL_EVERY",
+    "EVAL_ROWS",
+    "EVAL_BATCH",
+    "held_out_data",
+    "epoch_order",
+    "matmul_shapes",
+    "time_blocks",
+    "figure",
+    "matmul_blocks",
+    "run_worker",
+]
 
 # A worker that runs longer than this has hung: it is stopped, and the benchmark says which.
 WORKER_TIMEOUT = 1800
@@ -113,7 +136,7 @@ def wide_data(num_rows: int, num_features: int, num_classes: int) -> tuple[np.nd
     return X, rng.integers(0, num_classes, size=num_rows, dtype=np.int64)
 
 
-def training_problem(cfg: dict[str, Any], kind: str):
+def training_problem(cfg: dict[str, Any], kind: str) -> tuple[np.ndarray, np.ndarray, int, int, tuple[int, ...], float]:
     """`(X, y, inputs, outputs, hidden, lr)` of a training benchmark, the same for both frameworks.
 
     `tiny` is the book's network (2→30→20→2, SGD lr 0.5) on toy-like data; `wide` the
@@ -142,10 +165,6 @@ def epoch_order(num_rows: int, batch_size: int, seed: int = 123) -> list[np.ndar
     return [order[i : i + batch_size] for i in range(0, num_rows - batch_size + 1, batch_size)]
 
 
-def count_parameters(sizes: list[int]) -> int:
-    return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
-
-
 def matmul_shapes(sizes: list[int]) -> list[list[list[int]]]:
     """Exercise A.4's `(100×200) @ (200×300)`, then square products of each size."""
     return [[[100, 200], [200, 300]]] + [[[n, n], [n, n]] for n in sizes]
@@ -154,7 +173,7 @@ def matmul_shapes(sizes: list[int]) -> list[list[list[int]]]:
 # --- timing --------------------------------------------------------------------------------------
 
 
-def time_blocks(run_block, repeats: int) -> list[float]:
+def time_blocks(run_block: Callable[[], object], repeats: int) -> list[float]:
     """Seconds of `repeats` calls of `run_block` (which must wait for its work), after a warm-up."""
     run_block()
     samples = []
@@ -165,13 +184,21 @@ def time_blocks(run_block, repeats: int) -> list[float]:
     return samples
 
 
-def figure(label: str, samples: list[float], per: int = 1, **extra) -> dict:
-    """A timing: its median and every sample, in seconds per step (`per` steps a sample)."""
+def figure(label: str, samples: list[float], per: int = 1, fixed_seconds: float | None = None) -> Figure:
+    """A timing: its median and every sample, in seconds per step (`per` steps a sample).
+
+    `fixed_seconds`, for a `fit` call: what it took beyond its epochs at the timed pace.
+    """
     per_step = [s / per for s in samples]
-    return {"label": label, "seconds_per_step": statistics.median(per_step), "samples": per_step, **extra}
+    result: Figure = {"label": label, "seconds_per_step": statistics.median(per_step), "samples": per_step}
+    if fixed_seconds is not None:
+        result["fixed_seconds"] = fixed_seconds
+    return result
 
 
-def matmul_blocks(matmul, wait, block_seconds: float, repeats: int) -> float:
+def matmul_blocks(
+    matmul: Callable[[], Any], wait: Callable[[Any], object], block_seconds: float, repeats: int
+) -> float:
     """Median seconds of one `matmul()`, timed in blocks of calls lasting about `block_seconds`."""
     wait(matmul())
     start = time.perf_counter()
@@ -179,7 +206,7 @@ def matmul_blocks(matmul, wait, block_seconds: float, repeats: int) -> float:
     once = time.perf_counter() - start
     calls = max(1, min(10_000, int(block_seconds / max(once, 1e-7))))
 
-    def block():
+    def block() -> None:
         out = None
         for _ in range(calls):
             out = matmul()
@@ -191,9 +218,9 @@ def matmul_blocks(matmul, wait, block_seconds: float, repeats: int) -> float:
 # --- the worker processes (their entry point is __main__.py) ---------------------------------------
 
 
-def run_worker(name: str, config: dict) -> dict:
+def run_worker(name: str, config: dict[str, Any]) -> Any:
     """Run one worker (`python -m fundamentals.bench --worker NAME JSON`) in a fresh interpreter
-    and return the JSON it prints."""
+    and return the JSON it prints: the record its function returns (see `records`)."""
     env = dict(os.environ)
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)

@@ -7,6 +7,7 @@ before the first JAX computation (`jax_cpu_enable_async_dispatch`).
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from typing import Any
@@ -16,18 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .. import (
-    ArrayDataset,
-    DataLoader,
-    DistributedSampler,
-    NeuralNetwork,
-    ToyDataset,
-    TrainProgram,
-    fit,
-    toy_data,
-)
 from .._compilation_cache import enable_compilation_cache
+from ..data import ArrayDataset, DataLoader, ToyDataset
+from ..datasets import toy_data
+from ..nn import NeuralNetwork
+from ..samplers import DistributedSampler
 from ..testing import book_toy_dataset
+from ..train import TrainProgram, fit
 from .common import (
     EVAL_BATCH,
     EVAL_EVERY,
@@ -40,10 +36,20 @@ from .common import (
     toy_like_data,
     training_problem,
 )
+from .records import (
+    CompileRun,
+    Figure,
+    JaxInfo,
+    MatmulPlatform,
+    MatmulRate,
+    MatmulResult,
+    MatmulRow,
+    RerunCell,
+    TrainingResult,
+)
 
 
-def _info() -> dict:
-
+def _info() -> JaxInfo:
     return {
         "jax": jax.__version__,
         "backend": jax.default_backend(),
@@ -52,12 +58,11 @@ def _info() -> dict:
 
 
 def _setup() -> None:
-
     # Full float32 matmuls on a GPU (no TF32), as PyTorch's default; no effect on a CPU.
     jax.config.update("jax_default_matmul_precision", "highest")
 
 
-def _epoch_clock(dataset, seed: int = 123):
+def _epoch_clock(dataset: Any, seed: int = 123) -> Any:
     """A shuffling sampler that notes when `fit` starts each epoch (fit calls its `set_epoch`).
 
     It shuffles like `DataLoader(shuffle=True)` and keeps fit on its fused path, so one `fit`
@@ -76,7 +81,7 @@ def _epoch_clock(dataset, seed: int = 123):
     return clock
 
 
-def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
+def training(cfg: dict[str, Any], kind: str, sync_dispatch: bool = False) -> TrainingResult:
     """Our variants of one training benchmark (`kind` is "tiny" or "wide").
 
     With `sync_dispatch`, only the one-call-a-step variants, with JAX's CPU client built to run
@@ -86,7 +91,7 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
         # A property of the CPU client, read when it is created: set before any JAX work.
         jax.config.update("jax_cpu_enable_async_dispatch", False)
         if jax.default_backend() != "cpu":
-            return {"info": _info(), "figures": {}}
+            return {"info": _info(), "figures": {}}  # nothing to time: the option is the CPU client's
     suffix, note = ("_sync", ", synchronous CPU dispatch") if sync_dispatch else ("", "")
 
     _setup()
@@ -97,11 +102,13 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
     batches = epoch_order(len(X), batch_size)
     steps_per_epoch = len(batches)
 
-    def new_model():
+    def new_model() -> NeuralNetwork:
         return NeuralNetwork(inputs, outputs, hidden=hidden, key=jax.random.key(123))
 
-    figures = {}
-    variants = [("fit_per_step", False, ArrayDataset, "fit(fused=False): one jax.jit call a step")]
+    figures: dict[str, Figure] = {}
+    variants: list[tuple[str, bool, Any, str]] = [
+        ("fit_per_step", False, ArrayDataset, "fit(fused=False): one jax.jit call a step")
+    ]
     if not sync_dispatch:
         variants.append(("fit_fused", True, ArrayDataset, "fit: ArrayDataset on the device, chunks of lax.scan"))
     if kind == "tiny" and not sync_dispatch:
@@ -144,13 +151,13 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
     step_batches = [(X[i], y[i]) for i in batches]
     Xs, ys = X[np.stack(batches)], y[np.stack(batches)]
 
-    def raw_steps():
+    def raw_steps() -> None:
         state = initial
         for batch in step_batches:
             state, loss = program.step(state, batch)
         jax.block_until_ready((state, loss))
 
-    def raw_scan():
+    def raw_scan() -> None:
         jax.block_until_ready(program.chunk(initial, (Xs, ys)))
 
     figures["jit_step" + suffix] = figure(
@@ -160,7 +167,7 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
         # The same arguments and results as the step, and no math: what one jax.jit call costs here.
         floor = jax.jit(lambda state, batch: (state._replace(params=[x + 1 for x in state.params]), batch[0][0, 0]))
 
-        def floor_calls():
+        def floor_calls() -> None:
             state = initial
             for batch in step_batches:
                 state, loss = floor(state, batch)
@@ -175,19 +182,19 @@ def training(cfg: dict, kind: str, sync_dispatch: bool = False) -> dict:
             "lax.scan epoch alone, pre-stacked batches", time_blocks(raw_scan, repeats), per=steps_per_epoch
         )
 
+    result: TrainingResult = {"info": _info(), "steps_per_epoch": steps_per_epoch, "figures": figures}
     if kind == "tiny" and not sync_dispatch:
-        figures["rerun_cell"] = _rerun_cell(repeats)
-    result = {"info": _info(), "steps_per_epoch": steps_per_epoch, "figures": figures}
+        result["rerun_cell"] = _rerun_cell(repeats)
     if kind == "wide":
         result["matmul"] = _matmul_rate(cfg["matmul_size"], cfg["matmul_block_seconds"], repeats)
     return result
 
 
-def _rerun_cell(repeats: int) -> dict:
+def _rerun_cell(repeats: int) -> RerunCell:
     """The book's 3-epoch training cell run again, as a notebook re-runs it: new loader, model, optimizer."""
     X_train, y_train, _, _ = toy_data()
 
-    def cell():
+    def cell() -> None:
         lines: list[str] = []  # the book prints its six log lines; collected here to keep stdout for the JSON
         loader = DataLoader(ToyDataset(X_train, y_train), batch_size=2, shuffle=True, seed=123, drop_last=True)
         model = NeuralNetwork(num_inputs=2, num_outputs=2, key=jax.random.key(123))
@@ -206,8 +213,7 @@ def _rerun_cell(repeats: int) -> dict:
     }
 
 
-def _matmul_rate(n: int, block_seconds: float, repeats: int) -> dict:
-
+def _matmul_rate(n: int, block_seconds: float, repeats: int) -> MatmulRate:
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     matmul = jax.jit(jnp.matmul)
@@ -215,37 +221,35 @@ def _matmul_rate(n: int, block_seconds: float, repeats: int) -> dict:
     return {"size": n, "seconds": seconds, "gflops": 2 * n**3 / seconds / 1e9}
 
 
-def matmuls(cfg: dict) -> dict:
+def matmuls(cfg: dict[str, Any]) -> MatmulResult:
     """Exercise A.4 and square matmuls on every platform JAX has here (cpu, and gpu if any)."""
     _setup()
     matmul = jax.jit(jnp.matmul)
     platforms = ["cpu"] + [p for p in ("gpu",) if _has_platform(p)]
-    results: dict = {}
+    results: dict[str, MatmulPlatform] = {}
     for platform_name in platforms:
         device = jax.devices(platform_name)[0]
-        rows = []
+        rows: list[MatmulRow] = []
         for shape in matmul_shapes(cfg["sizes"]):
             (m, k), (_, n) = shape
             a = jax.device_put(np.random.default_rng(0).standard_normal((m, k), dtype=np.float32), device)
             b = jax.device_put(np.random.default_rng(1).standard_normal((k, n), dtype=np.float32), device)
-            # a and b bound now: the lambda is timed within this iteration, not after the loop moves on.
-            seconds = matmul_blocks(
-                lambda a=a, b=b: matmul(a, b), jax.block_until_ready, cfg["block_seconds"], cfg["repeats"]
-            )
+            # a and b bound now: the call is timed within this iteration, not after the loop moves on.
+            call = functools.partial(matmul, a, b)
+            seconds = matmul_blocks(call, jax.block_until_ready, cfg["block_seconds"], cfg["repeats"])
             rows.append({"shape": shape, "seconds": seconds, "gflops": 2 * m * k * n / seconds / 1e9})
         results[platform_name] = {"device": device.device_kind, "rows": rows}
     return {"info": _info(), "platforms": results}
 
 
 def _has_platform(platform_name: str) -> bool:
-
     try:
         return len(jax.devices(platform_name)) > 0
     except RuntimeError:
         return False
 
 
-def compile_first_step(cfg: dict) -> dict:
+def compile_first_step(cfg: dict[str, Any]) -> CompileRun:
     """Time fit() to its first finished step in this fresh process, with the given cache folder."""
     enable_compilation_cache(cfg["cache_dir"])
     durations: dict[str, float] = {}

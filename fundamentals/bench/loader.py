@@ -18,8 +18,8 @@ warm-up epoch:
 And a dataset that does Python work: `PythonWorkDataset`, whose `__getitem__` spends about
 0.3 ms in pure Python (as parsing a record or tokenising a line does), 512 items, batch 32,
 shuffled, through `fundamentals.DataLoader` and PyTorch's loader with 0 and 2 workers (worker
-processes for both; PyTorch's in its own interpreter, `python -m fundamentals.bench.loader
---torch-python-work`). Each epoch starts its workers, as both loaders do by default.
+processes for both; PyTorch's in its own interpreter, the `torch-python-work` worker). Each
+epoch starts its workers, as both loaders do by default.
 
 ```
 fundamentals bench loader            # prints a Markdown table
@@ -28,20 +28,17 @@ fundamentals bench loader            # prints a Markdown table
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
-import sys
 from typing import Any
 
 import numpy as np
 
 from .._checks import check_int
 from ..data import ArrayDataset, DataLoader
-from .common import WORKER_TIMEOUT, run_worker, time_blocks, wide_data
+from .common import run_worker, time_blocks, wide_data
+from .records import EpochTiming, LoaderResult, PythonWorkResult, TorchLoaderEpoch, TorchPythonWork
 
-__all__ = ["bench_loader", "PythonWorkDataset", "python_work_table"]
+__all__ = ["bench_loader", "bench_python_work", "PythonWorkDataset", "python_work_torch"]
 
 # Iterations of the pure-Python loop in PythonWorkDataset.__getitem__: about 0.3 ms here.
 PYTHON_WORK_ITERATIONS = 3000
@@ -61,33 +58,25 @@ class PythonWorkDataset:
     def __len__(self) -> int:
         return self.num_items
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.int64]:
         total = int(index)
         for step in range(self.iterations):
             total = (total * 31 + step) % 1000003
         return np.full(16, total % 997, dtype=np.float32), np.int64(total % 10)
 
 
-def _epoch_seconds(loader, repeats: int) -> float:
-    def run_epoch():
+def _epoch_seconds(loader: Any, repeats: int) -> float:
+    """The median seconds of one pass over `loader`, after a warm-up pass."""
+
+    def run_epoch() -> None:
         for _batch in loader:
             pass
 
     return statistics.median(time_blocks(run_epoch, repeats))
 
 
-def _python_work_ours(num_items: int, batch_size: int, repeats: int) -> dict[str, float]:
-    dataset = PythonWorkDataset(num_items)
-    return {
-        f"ours_{workers}": _epoch_seconds(
-            DataLoader(dataset, batch_size=batch_size, shuffle=True, seed=0, num_workers=workers), repeats
-        )
-        for workers in (0, 2)
-    }
-
-
-def _python_work_torch(config: dict) -> dict:
-    """PyTorch's side of the Python-work rows, run in this module's own interpreter (`__main__`)."""
+def python_work_torch(config: dict[str, Any]) -> TorchPythonWork:
+    """PyTorch's side of the Python-work rows, run in its own worker process (`torch-python-work`)."""
     try:
         import torch
         from torch.utils.data import DataLoader as TorchDataLoader
@@ -95,98 +84,60 @@ def _python_work_torch(config: dict) -> dict:
         return {"missing": "torch"}
     torch.manual_seed(0)
     dataset = PythonWorkDataset(config["num_items"])
-    result: dict = {"torch": torch.__version__}
-    for workers in (0, 2):
-        loader: Any = TorchDataLoader(dataset, batch_size=config["batch_size"], shuffle=True, num_workers=workers)  # type: ignore[arg-type]
-        result[f"torch_{workers}"] = _epoch_seconds(loader, config["repeats"])
-    return result
-
-
-def _run_torch_python_work(config: dict) -> dict | None:
-    env = dict(os.environ)
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    completed = subprocess.run(
-        [sys.executable, "-m", "fundamentals.bench.loader", "--torch-python-work", json.dumps(config)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=WORKER_TIMEOUT,
-    )
-    lines = completed.stdout.strip().splitlines()
-    if completed.returncode != 0 or not lines:
-        return None
-    result = json.loads(lines[-1])
-    return None if "missing" in result else result
+    epochs = [
+        _epoch_seconds(
+            TorchDataLoader(dataset, batch_size=config["batch_size"], shuffle=True, num_workers=workers),  # type: ignore[arg-type]
+            config["repeats"],
+        )
+        for workers in (0, 2)
+    ]
+    return {"torch": torch.__version__, "torch_0": epochs[0], "torch_2": epochs[1]}
 
 
 def bench_python_work(
     num_items: int = 512, batch_size: int = 32, repeats: int = 5, *, compare_torch: bool = True
-) -> dict:
+) -> PythonWorkResult:
     """Epochs of `PythonWorkDataset` through `fundamentals.DataLoader` and PyTorch's, 0 and 2 workers.
 
     **Returns:**
 
-    A dict with `num_items`, `batch_size`, `repeats`, `<name>_epoch_ms` for `ours_0`, `ours_2`,
-    `torch_0`, `torch_2` (None without torch), `speedup_2_workers` (PyTorch's epoch with 2
-    workers over ours with 2: above 1.0, ours is faster) and `workers_speedup` (ours with 0
-    workers over ours with 2).
+    A `PythonWorkResult`: the sizes, `epoch_ms` for `ours_0`, `ours_2`, `torch_0`, `torch_2`
+    (None without torch), `speedup_2_workers` (PyTorch's epoch with 2 workers over ours with
+    2: above 1.0, ours is faster) and `workers_speedup` (ours with 0 workers over ours with 2).
     """
-    seconds: dict = _python_work_ours(num_items, batch_size, repeats)
-    torch_result = None
+    dataset = PythonWorkDataset(num_items)
+    seconds: dict[str, float | None] = {
+        f"ours_{workers}": _epoch_seconds(
+            DataLoader(dataset, batch_size=batch_size, shuffle=True, seed=0, num_workers=workers), repeats
+        )
+        for workers in (0, 2)
+    }
+    theirs: TorchPythonWork = {"missing": "torch"}
     if compare_torch:
-        torch_result = _run_torch_python_work({"num_items": num_items, "batch_size": batch_size, "repeats": repeats})
-    for workers in (0, 2):
-        seconds[f"torch_{workers}"] = torch_result[f"torch_{workers}"] if torch_result else None
-    result: dict = {"num_items": num_items, "batch_size": batch_size, "repeats": repeats}
-    for name, value in seconds.items():
-        result[f"{name}_epoch_ms"] = None if value is None else value * 1e3
-    result["speedup_2_workers"] = None if seconds["torch_2"] is None else seconds["torch_2"] / seconds["ours_2"]
-    result["workers_speedup"] = seconds["ours_0"] / seconds["ours_2"]
-    result["torch_version"] = torch_result["torch"] if torch_result else None
-    return result
+        theirs = run_worker("torch-python-work", {"num_items": num_items, "batch_size": batch_size, "repeats": repeats})
+    seconds["torch_0"], seconds["torch_2"] = theirs.get("torch_0"), theirs.get("torch_2")
+    ours_0, ours_2, torch_2 = seconds["ours_0"], seconds["ours_2"], seconds["torch_2"]
+    assert ours_0 is not None and ours_2 is not None  # timed above
+    return {
+        "num_items": num_items,
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "epoch_ms": {name: None if value is None else value * 1e3 for name, value in seconds.items()},
+        "speedup_2_workers": None if torch_2 is None else torch_2 / ours_2,
+        "workers_speedup": ours_0 / ours_2,
+        "torch_version": theirs.get("torch"),
+    }
 
 
-def python_work_table(result: dict) -> list[str]:
-    """The Python-work rows of `bench_loader`'s result (`result["python_work"]`) as Markdown."""
-    work = result.get("python_work")
-    if not work:
-        return []
-
-    def ms(key: str) -> str:
-        return "n/a" if work[key] is None else f"{work[key]:.1f}"
-
-    lines = [
-        f"A dataset doing about 0.3 ms of Python work per item, {work['num_items']} items, batch "
-        f"{work['batch_size']}, shuffled, median of {work['repeats']} epochs (each starting its workers):",
-        "",
-        "| loader | num_workers=0 (ms) | num_workers=2 (ms) |",
-        "|---|---:|---:|",
-        f"| fundamentals.DataLoader (worker processes) | {ms('ours_0_epoch_ms')} | {ms('ours_2_epoch_ms')} |",
-        f"| torch.utils.data.DataLoader ({work.get('torch_version') or 'not installed'}) | "
-        f"{ms('torch_0_epoch_ms')} | {ms('torch_2_epoch_ms')} |",
-        "",
-    ]
-    if work["speedup_2_workers"] is not None:
-        lines.append(f"With 2 workers, fundamentals takes {1 / work['speedup_2_workers']:.2f}× PyTorch's time.")
-        lines.append("")
-    return lines
-
-
-def _ours(X, y, batch_size: int, repeats: int, num_workers: int) -> float:
+def _ours(X: np.ndarray, y: np.ndarray, batch_size: int, repeats: int, num_workers: int) -> float:
     loader = DataLoader(ArrayDataset(X, y), batch_size=batch_size, shuffle=True, seed=0, num_workers=num_workers)
-
-    def run_epoch():
-        for _batch in loader:
-            pass
-
-    return statistics.median(time_blocks(run_epoch, repeats))
+    return _epoch_seconds(loader, repeats)
 
 
-def _floor(X, y, batch_size: int, repeats: int) -> float:
+def _floor(X: np.ndarray, y: np.ndarray, batch_size: int, repeats: int) -> float:
     rng = np.random.default_rng(0)
 
-    def run_epoch():
+    def run_epoch() -> None:
         order = rng.permutation(len(X))
         for start in range(0, len(X), batch_size):
             indices = order[start : start + batch_size]
@@ -198,6 +149,10 @@ def _floor(X, y, batch_size: int, repeats: int) -> float:
     return statistics.median(time_blocks(run_epoch, repeats))
 
 
+def _timing(seconds: float, num_batches: int) -> EpochTiming:
+    return {"epoch_ms": seconds * 1e3, "batches_per_s": num_batches / seconds}
+
+
 def bench_loader(
     num_samples: int = 60000,
     num_features: int = 784,
@@ -206,7 +161,7 @@ def bench_loader(
     quick: bool = False,
     *,
     compare_torch: bool = True,
-) -> dict:
+) -> LoaderResult:
     """Time one shuffled epoch of `fundamentals.DataLoader` against PyTorch's.
 
     Replaces timing `for X, y in torch.utils.data.DataLoader(TensorDataset(X, y),
@@ -224,11 +179,11 @@ def bench_loader(
 
     **Returns:**
 
-    A dict with the configuration and, for `ours`, `ours_2_workers` (with `num_workers=2`),
-    `floor` and `torch`: `<name>_epoch_ms` and `<name>_batches_per_s`; `speedup_vs_torch`
-    (torch's epoch time over ours), `ours_over_floor` (ours over the floor, 1.0 is the
-    floor itself), `torch_version` and `torch_threads`; and `python_work`, the result of
-    `bench_python_work` (512 items, or 64 with `quick`).
+    A `LoaderResult`: the configuration; `ours`, `ours_2_workers` (with `num_workers=2`),
+    `floor` and `torch` (None without torch), each an epoch's milliseconds and batches a
+    second; `speedup_vs_torch` (torch's epoch time over ours), `ours_over_floor` (ours over
+    the floor, 1.0 is the floor itself), `torch_version` and `torch_threads`; and
+    `python_work`, the result of `bench_python_work` (512 items, or 64 with `quick`).
     """
     if quick:
         num_samples, num_features, batch_size, repeats = 2000, 32, 64, 2
@@ -242,35 +197,24 @@ def bench_loader(
     ours_2_workers = _ours(X, y, batch_size, repeats, num_workers=2)
     floor = _floor(X, y, batch_size, repeats)
     del X, y  # free the host copy before the torch process builds its own
-    torch_result = None
+    theirs: TorchLoaderEpoch = {"missing": "torch"}
     if compare_torch:
         sizes = {"num_samples": num_samples, "num_features": num_features, "batch_size": batch_size, "repeats": repeats}
-        torch_result = run_worker("torch-loader", sizes)
-        if "missing" in torch_result:
-            torch_result = None
-    torch_seconds = torch_result["seconds"] if torch_result else None
-    seconds = {"ours": ours, "ours_2_workers": ours_2_workers, "floor": floor, "torch": torch_seconds}
-
-    result: dict = {
+        theirs = run_worker("torch-loader", sizes)
+    torch_seconds = theirs.get("seconds")
+    return {
         "num_samples": num_samples,
         "num_features": num_features,
         "batch_size": batch_size,
         "repeats": repeats,
         "num_batches": num_batches,
+        "ours": _timing(ours, num_batches),
+        "ours_2_workers": _timing(ours_2_workers, num_batches),
+        "floor": _timing(floor, num_batches),
+        "torch": None if torch_seconds is None else _timing(torch_seconds, num_batches),
+        "speedup_vs_torch": None if torch_seconds is None else torch_seconds / ours,
+        "ours_over_floor": ours / floor,
+        "torch_version": theirs.get("torch"),
+        "torch_threads": theirs.get("threads"),
+        "python_work": bench_python_work(*((64, 16, 1) if quick else (512, 32, repeats)), compare_torch=compare_torch),
     }
-    for name, epoch_seconds in seconds.items():
-        result[f"{name}_epoch_ms"] = None if epoch_seconds is None else epoch_seconds * 1e3
-        result[f"{name}_batches_per_s"] = None if epoch_seconds is None else num_batches / epoch_seconds
-    result["speedup_vs_torch"] = None if torch_seconds is None else torch_seconds / ours
-    result["ours_over_floor"] = ours / floor
-    result["torch_version"] = torch_result["torch"] if torch_result else None
-    result["torch_threads"] = torch_result["threads"] if torch_result else None
-    result["python_work"] = bench_python_work(
-        *((64, 16, 1) if quick else (512, 32, repeats)), compare_torch=compare_torch
-    )
-    return result
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["--torch-python-work"]:
-        print(json.dumps(_python_work_torch(json.loads(sys.argv[2]))))

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .common import epoch_order, figure, time_blocks, training_problem
+from .records import Figure, JaxInfo, TrainingResult
 
 # The pip command for each optional package, printed in its skipped row.
 INSTALL = {
@@ -36,7 +37,7 @@ KERAS_STEPS_PER_EXECUTION = 1000
 FIRST_LOSSES = 5  # the first steps' losses, recorded so a test can check each peer trains the same problem
 
 
-def _skipped(package: str, labels: dict[str, str]) -> dict:
+def _skipped(package: str, labels: dict[str, str]) -> TrainingResult:
     """The rows of a peer whose package cannot be imported, each naming the command that installs it."""
     reason = f"{package} is not installed ({INSTALL[package]})"
     return {
@@ -45,7 +46,9 @@ def _skipped(package: str, labels: dict[str, str]) -> dict:
     }
 
 
-def _starting_point(cfg: dict, kind: str):
+def _starting_point(
+    cfg: dict[str, Any], kind: str
+) -> tuple[np.ndarray, np.ndarray, float, Any, list[tuple[np.ndarray, np.ndarray]], list[np.ndarray], JaxInfo]:
     """The benchmark's problem, its batches, and the starting weights `fit` gets: `[(W (out, in), b), ...]`."""
     import jax
 
@@ -60,7 +63,7 @@ def _starting_point(cfg: dict, kind: str):
     return X, y, lr, model, weights, batches, _info()
 
 
-def equinox_training(cfg: dict, kind: str) -> dict:
+def equinox_training(cfg: dict[str, Any], kind: str) -> TrainingResult:
     """Equinox's documented loop: an `eqx.filter_jit` step over the whole model, on pre-made batches."""
     import equinox as eqx
     import jax
@@ -81,7 +84,7 @@ def equinox_training(cfg: dict, kind: str) -> dict:
     step_batches = [(X[i], y[i]) for i in batches]
     state: dict[str, Any] = {"model": model, "opt_state": opt_state, "losses": []}
 
-    def run():
+    def run() -> None:
         m, o = state["model"], state["opt_state"]
         for features, labels in step_batches:
             m, o, loss = make_step(m, o, features, labels)
@@ -99,7 +102,7 @@ def equinox_training(cfg: dict, kind: str) -> dict:
     }
 
 
-def flax_training(cfg: dict, kind: str) -> dict:
+def flax_training(cfg: dict[str, Any], kind: str) -> TrainingResult:
     """Flax NNX's documented loop: an `nnx.jit` step with `nnx.Optimizer`, on pre-made batches."""
     label = "Flax NNX: nnx.jit step with nnx.Optimizer, pre-made batches"
     try:
@@ -107,6 +110,7 @@ def flax_training(cfg: dict, kind: str) -> dict:
     except ImportError:
         return _skipped("flax", {"nnx_jit": label})
     import jax
+    import jax.numpy as jnp
     import optax
 
     X, y, lr, _, weights, batches, info = _starting_point(cfg, kind)
@@ -123,9 +127,9 @@ def flax_training(cfg: dict, kind: str) -> dict:
     sizes = [weights[0][0].shape[1], *(w.shape[0] for w, _ in weights)]
     model = MLP(sizes, nnx.Rngs(0))
     for layer, (W, b) in zip(model.layers, weights):  # fit's starting weights; nnx keeps kernels as (in, out)
-        layer.kernel.set_value(W.T.copy())
+        layer.kernel.set_value(jnp.asarray(W.T))
         if layer.bias is not None:  # (always: nnx.Linear has a bias by default)
-            layer.bias.set_value(b.copy())
+            layer.bias.set_value(jnp.asarray(b))
     optimizer = nnx.Optimizer(model, optax.sgd(lr), wrt=nnx.Param)
 
     @nnx.jit
@@ -140,7 +144,7 @@ def flax_training(cfg: dict, kind: str) -> dict:
     step_batches = [(X[i], y[i]) for i in batches]
     losses: list[float] = []
 
-    def run():
+    def run() -> None:
         for features, labels in step_batches:
             loss = train_step(model, optimizer, features, labels)
             if len(losses) < FIRST_LOSSES:
@@ -151,7 +155,7 @@ def flax_training(cfg: dict, kind: str) -> dict:
     return {"info": info, "first_losses": losses, "figures": {"nnx_jit": figure(label, samples, per=len(batches))}}
 
 
-def keras_training(cfg: dict, kind: str) -> dict:
+def keras_training(cfg: dict[str, Any], kind: str) -> TrainingResult:
     """Keras 3 on JAX: `model.fit` on the arrays, with the default and with a large `steps_per_execution`."""
     steps_per_epoch = len(epoch_order(cfg["rows"], cfg["batch_size"]))
     large = min(KERAS_STEPS_PER_EXECUTION, steps_per_epoch)
@@ -169,8 +173,8 @@ def keras_training(cfg: dict, kind: str) -> dict:
 
     X, y, lr, _, weights, _, info = _starting_point(cfg, kind)
     keras.utils.set_random_seed(123)  # the order model.fit shuffles the rows in
-    figures = {}
-    final_losses = {}
+    figures: dict[str, Figure] = {}
+    final_losses: dict[str, float] = {}
     for name, steps_per_execution in (("keras_fit", 1), ("keras_fit_steps", large)):
         model = keras.Sequential(
             [keras.Input(shape=(X.shape[1],))]

@@ -8,28 +8,34 @@ import numpy as np
 
 from .._files import atomic_write_bytes
 from .common import BenchError
+from .records import Results, TrainingSection
 from .report import format_number, order_figures
 
 __all__ = ["plot"]
 
 
-def plot(results: dict, path: str) -> None:
+def _bars(section: TrainingSection, scale: float) -> list[tuple[str, float]]:
+    """Each variant that has a figure, as `(label, time a step in the panel's unit)`."""
+    figures = section["figures"]
+    return [
+        (figures[name]["label"], figures[name]["seconds_per_step"] * scale)
+        for name in order_figures(figures)
+        if "seconds_per_step" in figures[name]
+    ]
+
+
+def plot(results: Results, path: str) -> None:
     """Per-step time of every variant of `tiny` and `wide` (or else the JAX CPU matmuls) as bars, to a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = []
-    for name, unit, scale in (("tiny", "µs", 1e6), ("wide", "ms", 1e3)):
-        if name in results:
-            figures = results[name]["figures"]
-            bars = [
-                (figures[k]["label"], figures[k]["seconds_per_step"] * scale)
-                for k in order_figures(figures)
-                if "seconds_per_step" in figures[k]
-            ]
-            panels.append((f"{name}: {unit} per step, shorter is faster (log scale)", bars))
+    panels: list[tuple[str, list[tuple[str, float]]]] = []
+    if "tiny" in results:
+        panels.append(("tiny: µs per step, shorter is faster (log scale)", _bars(results["tiny"], 1e6)))
+    if "wide" in results:
+        panels.append(("wide: ms per step, shorter is faster (log scale)", _bars(results["wide"], 1e3)))
     if not panels and "matmul" in results:
         rows = results["matmul"]["jax"]["platforms"]["cpu"]["rows"]
         panels.append(

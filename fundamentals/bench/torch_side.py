@@ -7,7 +7,11 @@ functions only: the library never imports it at module level.
 
 from __future__ import annotations
 
+import functools
+import operator
 import statistics
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -24,9 +28,20 @@ from .common import (
     training_problem,
     wide_data,
 )
+from .records import (
+    Figure,
+    MatmulPlatform,
+    MatmulResult,
+    MatmulRow,
+    Missing,
+    TorchInfo,
+    TorchLoaderEpoch,
+    TrainingResult,
+)
 
 
-def _import_torch():
+def _import_torch() -> Any:
+    """The `torch` module, or None where it cannot be imported."""
     try:
         import torch
     except ImportError:
@@ -34,24 +49,24 @@ def _import_torch():
     return torch
 
 
-def _info(torch, device) -> dict:
-    info = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads()}
+def _info(torch: Any, device: Any) -> TorchInfo:
+    info: TorchInfo = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads()}
     if device.type == "cuda":
         info["device_kind"] = torch.cuda.get_device_name(device)
     return info
 
 
-def _device(torch):
+def _device(torch: Any) -> Any:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _sync(torch, device):
+def _sync(torch: Any, device: Any) -> Callable[..., None]:
     if device.type == "cuda":
         return lambda *_: torch.cuda.synchronize(device)
     return lambda *_: None
 
 
-def training(cfg: dict, kind: str) -> dict:
+def training(cfg: dict[str, Any], kind: str) -> TrainingResult:
     """PyTorch's variants of one training benchmark (`kind` is "tiny" or "wide"): eager steps, the book's loop."""
     torch = _import_torch()
     if torch is None:
@@ -72,8 +87,8 @@ def training(cfg: dict, kind: str) -> dict:
     model = torch_network(torch, inputs, outputs, hidden).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
 
-    def steps(net):
-        def run():
+    def steps(net: Any) -> Callable[[], None]:
+        def run() -> None:
             for features, labels in on_device:
                 logits = net(features)
                 loss = F.cross_entropy(logits, labels)
@@ -84,8 +99,8 @@ def training(cfg: dict, kind: str) -> dict:
 
         return run
 
-    def book_loop(loader):
-        def run():
+    def book_loop(loader: Any) -> Callable[[], None]:
+        def run() -> None:
             losses = []
             model.train()
             for features, labels in loader:
@@ -100,11 +115,13 @@ def training(cfg: dict, kind: str) -> dict:
 
         return run
 
-    def book_loop_with_evaluation(loader, val_loader):
+    def book_loop_with_evaluation(loader: Any, val_loader: Any) -> Callable[[], None]:
         """The book's chapter-5 loop (train_model_simple): the validation loss every EVAL_EVERY steps."""
 
-        def run():
-            losses, val_losses, step = [], [], 0
+        def run() -> None:
+            losses: list[float] = []
+            val_losses: list[float] = []
+            step = 0
             model.train()
             for features, labels in loader:
                 features, labels = features.to(device), labels.to(device)
@@ -132,7 +149,7 @@ def training(cfg: dict, kind: str) -> dict:
     book_loader = DataLoader(book_dataset, batch_size=batch_size, shuffle=True, drop_last=True)
 
     n = len(batches)
-    figures = {
+    figures: dict[str, Figure] = {
         "eager_step": figure(
             "PyTorch eager step (zero_grad/backward/step), pre-made batches", time_blocks(steps(model), repeats), per=n
         ),
@@ -163,7 +180,7 @@ def training(cfg: dict, kind: str) -> dict:
             )
         except Exception as error:  # noqa: BLE001 - dynamo, inductor, triton or the C++ toolchain: report why
             figures["compiled_step"] = {"label": "torch.compile(model) step", "error": str(error).splitlines()[0][:200]}
-    result = {"info": _info(torch, device), "steps_per_epoch": n, "figures": figures}
+    result: TrainingResult = {"info": _info(torch, device), "steps_per_epoch": n, "figures": figures}
     if kind == "wide":
         size = cfg["matmul_size"]
         a = torch.randn(size, size, device=device)
@@ -173,21 +190,23 @@ def training(cfg: dict, kind: str) -> dict:
     return result
 
 
-def matmuls(cfg: dict) -> dict:
+def matmuls(cfg: dict[str, Any]) -> MatmulResult | Missing:
     """Exercise A.4 and square matmuls on the CPU, and on the GPU if PyTorch sees one."""
     torch = _import_torch()
     if torch is None:
         return {"missing": "torch"}
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    results = {}
+    results: dict[str, MatmulPlatform] = {}
     for device in devices:
         sync = _sync(torch, device)
-        rows = []
+        rows: list[MatmulRow] = []
         for shape in matmul_shapes(cfg["sizes"]):
             (m, k), (_, n) = shape
             a = torch.from_numpy(np.random.default_rng(0).standard_normal((m, k), dtype=np.float32)).to(device)
             b = torch.from_numpy(np.random.default_rng(1).standard_normal((k, n), dtype=np.float32)).to(device)
-            seconds = matmul_blocks(lambda a=a, b=b: a @ b, sync, cfg["block_seconds"], cfg["repeats"])
+            seconds = matmul_blocks(
+                functools.partial(operator.matmul, a, b), sync, cfg["block_seconds"], cfg["repeats"]
+            )
             rows.append({"shape": shape, "seconds": seconds, "gflops": 2 * m * k * n / seconds / 1e9})
         name = "gpu" if device.type == "cuda" else "cpu"
         kind = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -195,7 +214,7 @@ def matmuls(cfg: dict) -> dict:
     return {"info": _info(torch, _device(torch)), "platforms": results}
 
 
-def loader_epoch(cfg: dict) -> dict:
+def loader_epoch(cfg: dict[str, Any]) -> TorchLoaderEpoch:
     """The median shuffled epoch of `torch.utils.data.DataLoader(TensorDataset(X, y))`, on the
     same arrays as `loader.bench_loader` times ours on."""
     torch = _import_torch()
@@ -212,7 +231,7 @@ def loader_epoch(cfg: dict) -> dict:
         num_workers=0,
     )
 
-    def run_epoch():
+    def run_epoch() -> None:
         for _batch in loader:
             pass
 
