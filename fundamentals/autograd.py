@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
+from jax.typing import ArrayLike
 
 from .losses import binary_cross_entropy
 from .tensors import tensor
@@ -43,7 +44,9 @@ __all__ = [
 ]
 
 
-def logistic_regression_loss(w1, b, x1=None, y=None) -> jax.Array:
+def logistic_regression_loss(
+    w1: ArrayLike, b: ArrayLike, x1: ArrayLike | None = None, y: ArrayLike | None = None
+) -> jax.Array:
     """The book's logistic-regression forward pass and loss (listings A.2 and A.3), as a pure function.
 
     ```python
@@ -308,9 +311,9 @@ def plot_computation_graph(
     graph: ComputationGraph,
     groups: Sequence[tuple[str, int | None]] = (),
     output_label: str | None = None,
-    ax=None,
+    ax: Any = None,
     title: str | None = None,
-):
+) -> Any:
     """Draw a computation graph with matplotlib: inputs in blue, one box per primitive, the output in yellow.
 
     **Arguments:**

@@ -90,7 +90,7 @@ class Dataset(Protocol):
 
     def __len__(self) -> int: ...
 
-    def __getitem__(self, index): ...
+    def __getitem__(self, index: Any) -> Any: ...
 
 
 class ArrayDataset:
@@ -119,7 +119,7 @@ class ArrayDataset:
     `ValueError` if no array is given, an array has no first axis, or the lengths differ.
     """
 
-    def __init__(self, *arrays):
+    def __init__(self, *arrays: Any):
         if not arrays:
             raise ValueError("ArrayDataset: arrays must hold at least one array, got none")
         converted = []
@@ -134,7 +134,7 @@ class ArrayDataset:
             raise ValueError(f"ArrayDataset: arrays must have the same length along the first axis, got {shapes}")
         self.arrays: tuple[np.ndarray, ...] = tuple(converted)
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         # A subclass that defines its own items no longer promises that they are rows of `arrays`
         # (unless it says so with a `batch_arrays` of its own); one that only adds fields keeps it.
         super().__init_subclass__(**kwargs)
@@ -156,7 +156,7 @@ class ArrayDataset:
     def __len__(self) -> int:
         return int(self.arrays[0].shape[0])
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Any) -> Any:
         """Item `index` as a tuple with one entry per array, or a batch for an index array.
 
         **Arguments:**
@@ -341,7 +341,7 @@ def _collate_mapping(elem, batch: list, collate: Callable[[list], Any]):
         return collated
 
 
-def default_collate(batch: list):
+def default_collate(batch: list[Any]) -> Any:
     """Stack a list of dataset items into one batch, as `torch.utils.data.default_collate`.
 
     **Arguments:**
@@ -395,7 +395,7 @@ def default_collate(batch: list):
     raise TypeError(_COLLATE_ERROR.format(type(elem)))
 
 
-def default_convert(data):
+def default_convert(data: Any) -> Any:
     """One item, unbatched, as `torch.utils.data.default_convert` leaves it for `batch_size=None`.
 
     NumPy scalars become 0-d arrays (PyTorch makes them tensors); arrays, Python numbers and
@@ -719,7 +719,7 @@ class DataLoader:
 
     def __init__(
         self,
-        dataset,
+        dataset: Any,
         batch_size: int | None = 1,
         shuffle: bool | None = None,
         sampler: Sampler | Iterable | None = None,
@@ -730,7 +730,7 @@ class DataLoader:
         drop_last: bool = False,
         timeout: float = 0,
         worker_init_fn: Callable[[int], Any] | None = None,
-        multiprocessing_context=None,
+        multiprocessing_context: str | multiprocessing.context.BaseContext | None = None,
         generator: int | np.random.Generator | None = None,
         *,
         prefetch_factor: int | None = None,
@@ -771,7 +771,7 @@ class DataLoader:
                 stacklevel=2,
             )
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         if name in _FROZEN and self.__dict__.get("_initialized"):
             raise ValueError(f"{name} attribute should not be set after {type(self).__name__} is initialized")
         super().__setattr__(name, value)
@@ -825,7 +825,7 @@ class DataLoader:
             )
         return list(self._index_batches())
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         # A loader that makes its own epochs (its own __iter__) has no plan unless it states one.
         super().__init_subclass__(**kwargs)
         if "__iter__" in vars(cls) and "device_plan" not in vars(cls):
@@ -1018,7 +1018,7 @@ class _SerialIterator:
         self._fetch = (lambda indices: tuple(array[indices] for array in arrays)) if arrays is not None else fetcher
         self._length = length
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return self
 
     def __len__(self) -> int:
@@ -1026,7 +1026,7 @@ class _SerialIterator:
             raise TypeError("this DataLoader's dataset has no __len__, so its iterator has none either")
         return self._length
 
-    def __next__(self):
+    def __next__(self) -> Any:
         task = next(self._tasks)
         try:
             return self._fetch(task)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 __all__ = ["cross_entropy", "binary_cross_entropy", "check_labels"]
 
@@ -37,7 +38,7 @@ def _check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def binary_cross_entropy(probs, targets, reduction: str = "mean") -> jax.Array:
+def binary_cross_entropy(probs: ArrayLike, targets: ArrayLike, reduction: str = "mean") -> jax.Array:
     r"""Binary cross-entropy between probabilities and targets.
 
     Replaces `torch.nn.functional.binary_cross_entropy(probs, targets, reduction=...)`, with
@@ -71,7 +72,7 @@ def binary_cross_entropy(probs, targets, reduction: str = "mean") -> jax.Array:
     return _reduce(losses, reduction)
 
 
-def cross_entropy(logits, labels, reduction: str = "mean") -> jax.Array:
+def cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: str = "mean") -> jax.Array:
     """Softmax cross-entropy of logits against integer class labels.
 
     Replaces `torch.nn.functional.cross_entropy(logits, labels)` (integer targets), built on
@@ -98,7 +99,7 @@ def cross_entropy(logits, labels, reduction: str = "mean") -> jax.Array:
     return _reduce(losses, reduction)
 
 
-def check_labels(labels, num_classes: int, where: str) -> None:
+def check_labels(labels: ArrayLike, num_classes: int, where: str) -> None:
     """Raise a `ValueError` if concrete integer `labels` fall outside `[0, num_classes)`.
 
     Out-of-range labels do not fail inside a softmax cross-entropy: they give NaN or a

@@ -14,7 +14,7 @@ nothing to switch here:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import equinox as eqx
 import jax
@@ -27,6 +27,8 @@ from .tensors import to_numpy
 
 __all__ = ["ReLU", "NeuralNetwork", "count_parameters", "state_dict", "load_state_dict"]
 
+M = TypeVar("M", bound=eqx.Module)  # a model, returned as the same kind of model
+
 
 class ReLU(eqx.Module):
     """`torch.nn.ReLU()` as an Equinox layer: `max(x, 0)` elementwise, no parameters."""
@@ -38,7 +40,7 @@ class ReLU(eqx.Module):
         return "ReLU()"
 
 
-def _layer_repr(layer) -> str:
+def _layer_repr(layer: eqx.Module) -> str:
     if isinstance(layer, eqx.nn.Linear):
         return f"Linear(in_features={layer.in_features}, out_features={layer.out_features}, bias={layer.use_bias})"
     if isinstance(layer, eqx.nn.Dropout):
@@ -129,7 +131,7 @@ class NeuralNetwork(eqx.Module):
             return self._batched(x, key)
         return self._forward(x, key)
 
-    def _forward(self, x, key):
+    def _forward(self, x: Array, key: PRNGKeyArray | None) -> Array:
         for layer in self.layers:
             if isinstance(layer, eqx.nn.Dropout):
                 key, subkey = (None, None) if key is None else jax.random.split(key)
@@ -138,7 +140,7 @@ class NeuralNetwork(eqx.Module):
                 x = layer(x)
         return x
 
-    def _batched(self, x, key):
+    def _batched(self, x: Array, key: PRNGKeyArray | None) -> Array:
         # With dropout each example needs its own mask: split the key across the batch.
         if key is None or self.dropout == 0:
             return jax.vmap(lambda row: self._forward(row, None))(x)
@@ -173,7 +175,7 @@ def parameter_count(num_inputs: int, num_outputs: int, hidden: Sequence[int] = (
     return sum(fan_out * (fan_in + 1) for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
 
 
-def count_parameters(model) -> int:
+def count_parameters(model: eqx.Module) -> int:
     """The number of trainable parameters (every floating-point array in the model).
 
     Replaces `sum(p.numel() for p in model.parameters() if p.requires_grad)`: 2213 for the
@@ -182,7 +184,7 @@ def count_parameters(model) -> int:
     return int(sum(leaf.size for leaf in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))))
 
 
-def _path_to_key(path) -> str:
+def _path_to_key(path: tuple[Any, ...]) -> str:
     parts = []
     for entry in path:
         if isinstance(entry, jax.tree_util.GetAttrKey):
@@ -219,7 +221,7 @@ def named_arrays(model: eqx.Module) -> NamedArrays:
 _named_arrays = named_arrays  # TEMPORARY: checkpoint.py's import, until it imports named_arrays
 
 
-def state_dict(model) -> dict[str, np.ndarray]:
+def state_dict(model: eqx.Module) -> dict[str, np.ndarray]:
     """The model's arrays by PyTorch `state_dict` key, as NumPy arrays.
 
     Replaces `model.state_dict()`. For `NeuralNetwork(2, 2)` the keys are `layers.0.weight`
@@ -231,7 +233,7 @@ def state_dict(model) -> dict[str, np.ndarray]:
     return {key: np.array(value) for key, value in named}
 
 
-def _to_numpy(value, key: str) -> np.ndarray:
+def _to_numpy(value: Any, key: str) -> np.ndarray:
     try:
         return to_numpy(value)
     except Exception as error:  # noqa: BLE001 - report which key could not be read
@@ -240,7 +242,7 @@ def _to_numpy(value, key: str) -> np.ndarray:
         ) from None
 
 
-def load_state_dict(model, state_dict: Mapping, strict: bool = True):
+def load_state_dict(model: M, state_dict: Mapping[str, Any], strict: bool = True) -> M:
     """A new model with the arrays of `state_dict`; the model passed in is unchanged.
 
     Replaces `model.load_state_dict(state_dict)`. Equinox models are immutable, so where

@@ -19,7 +19,7 @@ from ._files import atomic_write_bytes
 __all__ = ["plot_history"]
 
 
-def _epoch_axis(axis, epoch_steps: list[int]) -> None:
+def _epoch_axis(axis: Any, epoch_steps: list[int]) -> None:
     """A second x-axis above the steps, in epochs (interpolated between epoch ends)."""
     ends = np.asarray([0, *epoch_steps], dtype=float)
     epochs = np.arange(len(ends), dtype=float)
@@ -32,7 +32,9 @@ def _epoch_axis(axis, epoch_steps: list[int]) -> None:
     top.set_xlabel("epoch")
 
 
-def plot_history(history: dict[str, Any], path: str | os.PathLike | None = None, *, title: str | None = None, ax=None):
+def plot_history(
+    history: dict[str, Any], path: str | os.PathLike | None = None, *, title: str | None = None, ax: Any = None
+) -> Any:
     """Draw a `fit` history: training loss per step, evaluation losses, learning rate, epochs.
 
     ```python

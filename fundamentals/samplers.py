@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any, Protocol
 
 import jax
@@ -61,7 +61,7 @@ class SamplerIndexError(IndexError, ValueError):
     """
 
 
-def make_rng(owner: str, generator) -> np.random.Generator:
+def make_rng(owner: str, generator: int | np.random.Generator | None) -> np.random.Generator:
     """The `numpy.random.Generator` behind a `generator=` argument: shared if one is given.
 
     An int seeds a new generator; a `Generator` is used as it is, and advanced, as PyTorch
@@ -86,7 +86,7 @@ def make_rng(owner: str, generator) -> np.random.Generator:
     return np.random.default_rng(int(generator))
 
 
-def _positive_int(owner: str, name: str, value) -> int:
+def _positive_int(owner: str, name: str, value: object) -> int:
     # PyTorch's message and type (a ValueError, also for a wrong type)
     if not _is_int(value) or value <= 0:
         raise ValueError(f"{owner}: {name} should be a positive integer value, but got {name}={value!r}")
@@ -116,7 +116,7 @@ def _started(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
 class SequentialSampler(_BlockSampler):
     """`0, 1, ..., len(data_source) - 1`, every epoch: `torch.utils.data.SequentialSampler`."""
 
-    def __init__(self, data_source):
+    def __init__(self, data_source: Sized):
         self.data_source = data_source
 
     def blocks(self) -> Iterator[np.ndarray]:
@@ -150,7 +150,13 @@ class RandomSampler(_BlockSampler):
     positive int (PyTorch's messages).
     """
 
-    def __init__(self, data_source, replacement: bool = False, num_samples: int | None = None, generator=None):
+    def __init__(
+        self,
+        data_source: Sized,
+        replacement: bool = False,
+        num_samples: int | None = None,
+        generator: int | np.random.Generator | None = None,
+    ):
         if not isinstance(replacement, bool):
             raise TypeError(f"replacement should be a boolean value, but got replacement={replacement}")
         self.data_source = data_source
@@ -192,7 +198,7 @@ class SubsetRandomSampler(_BlockSampler):
     - `generator`: an int seed, a `numpy.random.Generator` (shared and advanced), or None.
     """
 
-    def __init__(self, indices: Sequence[int], generator=None):
+    def __init__(self, indices: Sequence[int], generator: int | np.random.Generator | None = None):
         self.indices = indices
         self.generator = generator
         self._rng = make_rng("SubsetRandomSampler", generator)
@@ -229,7 +235,13 @@ class WeightedRandomSampler(_BlockSampler):
     are not 1-D, negative or not finite, or more draws without replacement than non-zero weights.
     """
 
-    def __init__(self, weights: Sequence[float], num_samples: int, replacement: bool = True, generator=None):
+    def __init__(
+        self,
+        weights: Sequence[float],
+        num_samples: int,
+        replacement: bool = True,
+        generator: int | np.random.Generator | None = None,
+    ):
         num_samples = _positive_int("WeightedRandomSampler", "num_samples", num_samples)
         if not isinstance(replacement, bool):
             raise ValueError(f"replacement should be a boolean value, but got replacement={replacement}")
@@ -293,7 +305,7 @@ class BatchSampler:
         return -(-len(self.sampler) // self.batch_size)  # type: ignore[arg-type]
 
 
-def index_blocks(sampler, block_size: int = 1024) -> Iterator[np.ndarray]:
+def index_blocks(sampler: Iterable[Any], block_size: int = 1024) -> Iterator[np.ndarray]:
     """One pass over `sampler` as 1-D `int64` blocks, pulled lazily.
 
     The samplers defined here, NumPy arrays, ranges and lists give their indices in whole
@@ -390,7 +402,7 @@ class DistributedSampler:
 
     def __init__(
         self,
-        dataset,
+        dataset: Sized,
         num_replicas: int | None = None,
         rank: int | None = None,
         shuffle: bool = True,

@@ -33,7 +33,7 @@ device`. JAX never copies silently between committed devices: move one side with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import equinox as eqx
 import jax
@@ -42,6 +42,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec, Sharding
 
 from ._checks import is_int as _is_int
+
+T = TypeVar("T")  # a pytree, returned with the same structure
 
 __all__ = [
     "default_device",
@@ -84,7 +86,7 @@ def default_device() -> jax.Device:
 _PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu", "gpu": "gpu", "cpu": "cpu", "tpu": "tpu"}
 
 
-def _resolve_device(device) -> jax.Device | Sharding:
+def _resolve_device(device: Any) -> jax.Device | Sharding:
     if isinstance(device, (jax.Device, Sharding)):
         return device
     if not isinstance(device, str):
@@ -113,7 +115,7 @@ def _resolve_device(device) -> jax.Device | Sharding:
     return devices[index]
 
 
-def to_device(tree, device):
+def to_device(tree: T, device: Any) -> T:
     """A copy of `tree` whose arrays live on `device`; other leaves are left as they are.
 
     ```python
@@ -223,7 +225,7 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def _num_data_devices(mesh) -> int:
+def _num_data_devices(mesh: Mesh | int) -> int:
     if _is_int(mesh):
         return int(mesh)
     if not isinstance(mesh, Mesh):
@@ -264,7 +266,7 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
     return global_batch_size // num_devices
 
 
-def shard_batch(batch, mesh: Mesh):
+def shard_batch(batch: T, mesh: Mesh) -> T:
     """Turn this process's rows of a batch into global arrays sharded over `mesh`.
 
     One process: the batch is the global batch, and this is `jax.device_put(batch,
@@ -288,7 +290,7 @@ def shard_batch(batch, mesh: Mesh):
     """
     sharding = batch_sharding(mesh)
 
-    def put(array):
+    def put(array: Any) -> jax.Array:
         array = np.asarray(array)
         if array.ndim == 0:
             raise ValueError("shard_batch: every array in batch needs a batch axis, got a scalar")
@@ -318,10 +320,10 @@ def _put_local_rows(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
     return jax.device_put(array, sharding)
 
 
-def local_copy(tree):
+def local_copy(tree: T) -> T:
     """The same pytree with every multi-process replicated array replaced by this process's copy."""
 
-    def local(leaf):
+    def local(leaf: Any) -> Any:
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
             return jnp.asarray(leaf.addressable_shards[0].data)
         return leaf
@@ -329,7 +331,7 @@ def local_copy(tree):
     return jax.tree_util.tree_map(local, tree)
 
 
-def host_copy(array) -> np.ndarray:
+def host_copy(array: Any) -> np.ndarray:
     """A NumPy copy of an array, also of a replicated array that spans several processes."""
     if isinstance(array, jax.Array) and array.is_fully_addressable:
         return np.asarray(array)
@@ -348,7 +350,7 @@ class Placement:
     block_each_call: bool = False
     multi_process: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.mesh is not None:
             if DATA_AXIS not in self.mesh.axis_names:
                 raise ValueError(
@@ -367,7 +369,7 @@ class Placement:
         if self.mesh is not None:
             check_local_rows(local_batch_size, self.mesh, hint="; or drop_last=True to drop a ragged last batch")
 
-    def replicate(self, tree):
+    def replicate(self, tree: T) -> T:
         """Parameters, optimizer state and small arrays: a copy on every device of the mesh."""
         if self.mesh is None:
             return tree
@@ -377,13 +379,13 @@ class Placement:
             )
         return jax.device_put(tree, self.replicated)
 
-    def put(self, array: np.ndarray, stacked: bool = False):
+    def put(self, array: np.ndarray, stacked: bool = False) -> np.ndarray | jax.Array:
         """Send a batch (or a stack of batches, steps first) to where the step runs."""
         if self.mesh is None:
             return array
         return _put_local_rows(array, self.stacked if stacked else self.batch)
 
-    def put_data(self, arrays):
+    def put_data(self, arrays: tuple[np.ndarray, ...]) -> tuple[jax.Array, ...]:
         """A whole in-memory data set, on the device (on every device of a mesh)."""
         if self.mesh is None:
             return jax.device_put(arrays)

@@ -32,9 +32,12 @@ PyTorch                            JAX (``t`` a `jax.Array`, ``jnp`` = jax.numpy
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 __all__ = ["tensor", "from_numpy", "to_numpy", "default_int_dtype", "default_float_dtype"]
 
@@ -54,13 +57,13 @@ def default_float_dtype() -> jnp.dtype:
     return jnp.dtype(jnp.float32)
 
 
-def _contains(data, kind: type) -> bool:
+def _contains(data: object, kind: type) -> bool:
     if isinstance(data, (list, tuple)):
         return any(_contains(item, kind) for item in data)
     return isinstance(data, kind)
 
 
-def _infer_dtype(data) -> jnp.dtype | None:
+def _infer_dtype(data: object) -> jnp.dtype | None:
     """PyTorch's dtype for `data`, or None to keep the dtype an array already has."""
     if isinstance(data, (np.ndarray, np.generic, jax.Array)):
         return None  # arrays keep their dtype, as in torch (float64 needs x64 in JAX)
@@ -78,13 +81,13 @@ def _infer_dtype(data) -> jnp.dtype | None:
     return None
 
 
-def _contains_non_bool_int(data) -> bool:
+def _contains_non_bool_int(data: object) -> bool:
     if isinstance(data, (list, tuple)):
         return any(_contains_non_bool_int(item) for item in data)
     return isinstance(data, int) and not isinstance(data, bool)
 
 
-def tensor(data, dtype=None) -> jax.Array:
+def tensor(data: Any, dtype: DTypeLike | None = None) -> jax.Array:
     """Build a new `jax.Array` from data, with PyTorch's dtype rules.
 
     Replaces `torch.tensor(data, dtype=dtype)`.
@@ -134,7 +137,7 @@ def tensor(data, dtype=None) -> jax.Array:
     return jnp.array(source, dtype=dtype, copy=True)
 
 
-def to_numpy(value) -> np.ndarray:
+def to_numpy(value: Any) -> np.ndarray:
     """A NumPy view or copy of an array-like: NumPy, JAX, or a PyTorch tensor (`t.detach().cpu().numpy()`).
 
     PyTorch tensors are recognised without importing torch, so the library never needs it.

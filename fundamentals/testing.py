@@ -7,6 +7,7 @@ Nothing here imports torch: `to_numpy` recognises a PyTorch tensor by its `detac
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from .tensors import to_numpy
 __all__ = ["assert_same", "ReplaySampler", "torch_network", "book_toy_dataset"]
 
 
-def assert_same(ours, theirs, atol: float = 1e-5, rtol: float = 0.0, same_dtype: bool = True) -> None:
+def assert_same(ours: Any, theirs: Any, atol: float = 1e-5, rtol: float = 0.0, same_dtype: bool = True) -> None:
     """Check a JAX result against PyTorch's: the same shape, the same dtype (unless told), close numbers.
 
     **Arguments:**
@@ -64,7 +65,7 @@ class ReplaySampler:
         return len(self.orders[0])
 
 
-def torch_network(torch, num_inputs: int, num_outputs: int, hidden: tuple[int, ...] = (30, 20)):
+def torch_network(torch: Any, num_inputs: int, num_outputs: int, hidden: tuple[int, ...] = (30, 20)) -> Any:
     """The book's PyTorch `NeuralNetwork` (listing A.4), with its hidden sizes as a parameter.
 
     **Arguments:**

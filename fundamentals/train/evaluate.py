@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+from jax.typing import ArrayLike
+
+from .program import Model
 
 __all__ = ["compute_accuracy", "predict", "predict_proba"]
 
@@ -31,7 +38,7 @@ def _count_correct(model, state, X, y):
     return jnp.sum(predictions == y)
 
 
-def compute_accuracy(model, loader, mesh=None) -> float:
+def compute_accuracy(model: Model, loader: Iterable[Any], mesh: Mesh | None = None) -> float:
     """The fraction of examples in `loader` whose predicted class is the label, in [0, 1].
 
     The book's `compute_accuracy(model, dataloader)`: `model.eval()`, then for each batch
@@ -62,14 +69,14 @@ def _logits(model, state, X):
     return _call(model, state, X)
 
 
-def predict_proba(model, X) -> np.ndarray:
+def predict_proba(model: Model, X: ArrayLike) -> np.ndarray:
     """Class probabilities for `X`: `torch.softmax(model(X), dim=1)` under `torch.no_grad()` (`model` or `(model, state)`)."""
     model, state = _inference(model)
     logits = _logits(model, state, jnp.asarray(X))
     return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
-def predict(model, X) -> np.ndarray:
+def predict(model: Model, X: ArrayLike) -> np.ndarray:
     """Predicted class labels for `X`: `torch.argmax(model(X), dim=1)` (`model` or `(model, state)`)."""
     model, state = _inference(model)
     return np.asarray(jnp.argmax(_logits(model, state, jnp.asarray(X)), axis=-1))

@@ -48,6 +48,7 @@ import jax
 import numpy as np
 import optax
 from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 from tqdm import TqdmWarning
 
 with (
@@ -63,7 +64,7 @@ from ..sharding import host_copy, local_copy
 from .callbacks import Callback, Run
 from .chunks import chunk_source, split_at
 from .preemption import StopOnSigterm
-from .program import TrainProgram, TrainState, as_transformation, split_model
+from .program import Model, TrainProgram, TrainState, as_transformation, split_model
 
 __all__ = ["fit", "TrainingDivergedError", "format_step_log"]
 
@@ -420,13 +421,13 @@ def _label(name: str) -> str:
 
 
 def fit(
-    model,
+    model: Model,
     optimizer: optax.GradientTransformation,
-    train_loader,
+    train_loader: Iterable[Any],
     *,
     num_epochs: int | None = None,
     max_steps: int | None = None,
-    val_loader=None,
+    val_loader: Iterable[Any] | None = None,
     eval_every: int | None = None,
     eval_batches: int | None = None,
     eval_train_loss: bool = False,
@@ -436,13 +437,13 @@ def fit(
     progress: bool = False,
     checkpoint: str | None = None,
     resume: bool = False,
-    mesh=None,
+    mesh: Mesh | None = None,
     seed: int = 0,
     loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
     fused: bool = True,
     device_data_bytes: int | None = None,
     fuse_small_dots: bool = True,
-):
+) -> tuple[Model, dict[str, Any]]:
     """Train `model` with `optimizer` over `train_loader` for `num_epochs` epochs (or `max_steps` steps).
 
     Replaces the book's training loop (listing A.9): `model.train()`, the loop over epochs and

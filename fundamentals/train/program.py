@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
+from jax.typing import ArrayLike
 
 from .. import _small_dots
 from ..losses import cross_entropy
@@ -25,6 +27,9 @@ from ..sharding import Placement, local_copy
 from . import cache
 
 __all__ = ["TrainState", "TrainProgram"]
+
+# What the engine trains: an Equinox model, or `(model, state)` for a stateful one (BatchNorm).
+Model = Any
 
 
 class TrainState(NamedTuple):
@@ -152,10 +157,10 @@ class TrainProgram:
 
     def __init__(
         self,
-        model,
+        model: Model,
         optimizer: optax.GradientTransformation,
         loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
-        mesh=None,
+        mesh: Mesh | None = None,
         metrics: dict[str, Callable] | None = None,
         fuse_small_dots: bool = True,
     ):
@@ -190,11 +195,11 @@ class TrainProgram:
     @classmethod
     def create(
         cls,
-        model,
+        model: Model,
         optimizer: optax.GradientTransformation,
         *,
         loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
-        mesh=None,
+        mesh: Mesh | None = None,
         metrics: dict[str, Callable] | None = None,
         fuse_small_dots: bool = True,
     ) -> TrainProgram:
@@ -227,7 +232,7 @@ class TrainProgram:
 
     # --- the state ---------------------------------------------------------------------------
 
-    def init(self, model, seed: int = 0) -> TrainState:
+    def init(self, model: Model, seed: int = 0) -> TrainState:
         """The `TrainState` of `model` (or `(model, state)`) before its first step: its arrays and a fresh optimizer state."""
         model, model_state = split_model(model)
         params = eqx.filter(model, eqx.is_inexact_array)
@@ -239,7 +244,7 @@ class TrainProgram:
             seed=np.uint32(seed % 2**32),
         )
 
-    def model(self, state: TrainState):
+    def model(self, state: TrainState) -> Model:
         """The model whose arrays are `state.params` (and `(model, model_state)` for a stateful one)."""
         params = jax.tree_util.tree_unflatten(self._params_def, local_copy(state.params))
         model = eqx.combine(params, self._static)
@@ -247,12 +252,12 @@ class TrainProgram:
             return model, jax.tree_util.tree_unflatten(self._model_state_def, local_copy(state.model_state))
         return model
 
-    def trees(self, state: TrainState):
+    def trees(self, state: TrainState) -> tuple[Model, Any]:
         """`(model, opt_state)` as pytrees, this process's copy: what a checkpoint stores."""
         opt_state = jax.tree_util.tree_unflatten(self._opt_state_def, local_copy(state.opt_state))
         return self.model(state), opt_state
 
-    def with_trees(self, state: TrainState, model, opt_state, step: int) -> TrainState:
+    def with_trees(self, state: TrainState, model: Model, opt_state: Any, step: int) -> TrainState:
         """`state` with the arrays of `model` (or `(model, model_state)`), `opt_state` and the step count `step`."""
         model, model_state = split_model(model)
         return state._replace(
@@ -381,22 +386,26 @@ class TrainProgram:
             self._compiled[signature] = compiled
         return compiled(*args)
 
-    def step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
+    def step(self, state: TrainState, batch: tuple[ArrayLike, ...]) -> tuple[TrainState, dict[str, jax.Array]]:
         """One training step on `batch = (X, y)`: `(next_state, outputs)`, `outputs["loss"]` a scalar."""
         return self._run("step", self._step_fn, state, batch)
 
-    def chunk(self, state: TrainState, batches) -> tuple[TrainState, dict]:
+    def chunk(self, state: TrainState, batches: tuple[ArrayLike, ...]) -> tuple[TrainState, dict[str, jax.Array]]:
         """`lax.scan` of the step over `batches = (Xs, ys)`, steps first: `(next_state, outputs)`, one entry a step."""
         return self._run("chunk", self._scan, state, batches)
 
-    def gather_chunk(self, state: TrainState, data, indices) -> tuple[TrainState, dict]:
+    def gather_chunk(
+        self, state: TrainState, data: tuple[jax.Array, ...], indices: ArrayLike
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
         """The scan over batches `tuple(a[indices[k]] for a in data)`, gathered on the device."""
         return self._run("gather", self._gather_scan, state, data, indices)
 
-    def evaluate(self, state: TrainState, batches) -> dict:
+    def evaluate(self, state: TrainState, batches: tuple[ArrayLike, ...]) -> dict[str, jax.Array]:
         """Sums over a stack of batches `(Xs, ys)` in inference mode (see the class docstring)."""
         return self._run("evaluate", self._evaluate, state, batches)
 
-    def evaluate_gather(self, state: TrainState, data, indices) -> dict:
+    def evaluate_gather(
+        self, state: TrainState, data: tuple[jax.Array, ...], indices: ArrayLike
+    ) -> dict[str, jax.Array]:
         """The same over batches gathered on the device as `tuple(a[indices[k]] for a in data)`."""
         return self._run("evaluate_gather", self._evaluate_gather, state, data, indices)
