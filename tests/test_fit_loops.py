@@ -382,6 +382,7 @@ def test_bad_settings_are_named_before_training(tmp_path):
     cases = [
         (dict(num_epochs=1, eval_every=5), ValueError, "eval_every needs something to evaluate"),
         (dict(num_epochs=1, max_steps=0), ValueError, "max_steps"),
+        (dict(num_epochs=1, val_loader=val, eval_every=0), ValueError, "eval_every"),
         (dict(), ValueError, "num_epochs, max_steps or both"),
         (
             dict(num_epochs=1, val_loader=val, callbacks=[fm.EarlyStopping("val_los")]),
@@ -468,3 +469,18 @@ def test_zero_epochs_trains_nothing():
     assert_close_models(trained, model, rtol=0)
     with pytest.raises(ValueError, match="num_epochs"):
         fm.fit(model, optax.sgd(0.1), [(X, y)], num_epochs=-1, log=None)
+
+
+def test_evaluation_after_every_step():
+    X, y = classification(n=16)
+    val = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=8)
+    _, history = fm.fit(
+        fm.NeuralNetwork(4, 3, key=jax.random.key(0)),
+        optax.sgd(0.1),
+        batches_of(X, y, 4),
+        num_epochs=2,
+        val_loader=val,
+        eval_every=1,
+        log=None,
+    )
+    assert history["eval_step"] == list(range(1, 9)) and len(history["val_loss"]) == 8
