@@ -484,3 +484,15 @@ def test_evaluation_after_every_step():
         log=None,
     )
     assert history["eval_step"] == list(range(1, 9)) and len(history["val_loss"]) == 8
+
+
+def test_the_progress_bar_of_a_resumed_run_starts_where_the_run_stopped(tmp_path, capsys):
+    X, y = classification(n=32)
+    batches = batches_of(X, y, 8)  # 4 steps an epoch
+    path = str(tmp_path / "run.ckpt")
+    model = fm.NeuralNetwork(4, 3, key=jax.random.key(0))
+    fm.fit(model, optax.sgd(0.1), batches, num_epochs=3, max_steps=6, log=None, checkpoint=path)
+    capsys.readouterr()
+    fm.fit(model, optax.sgd(0.1), batches, num_epochs=3, log=None, checkpoint=path, resume=True, progress=True)
+    bar = capsys.readouterr().err
+    assert " 6/12 " in bar and " 12/12 " in bar and " 0/12 " not in bar
