@@ -449,6 +449,13 @@ def test_early_stopping_never_takes_a_nan_for_the_best_value():
     assert run.stop_reason is not None and "did not improve on 0.4 (step 3) for 2 evaluations" in run.stop_reason
     maximising = fm.EarlyStopping("val_accuracy", patience=1, restore_best=False)
     assert maximising.mode == "max" and fm.EarlyStopping("val_loss").mode == "min"
+    # an equal value is no improvement (min_delta 0), a smaller one by less than min_delta neither
+    run = fm.train.Run({"val_loss": []}, {"val_loss"}, lambda: None)
+    flat = fm.EarlyStopping("val_loss", patience=2, min_delta=0.01, restore_best=False)
+    for value in (0.5, 0.5, 0.495):
+        run.history["val_loss"].append(value)
+        flat.on_evaluation(run)
+    assert flat.best == 0.5 and run.stop_reason is not None
 
 
 def test_the_default_seed_is_zero():
@@ -496,3 +503,22 @@ def test_the_progress_bar_of_a_resumed_run_starts_where_the_run_stopped(tmp_path
     fm.fit(model, optax.sgd(0.1), batches, num_epochs=3, log=None, checkpoint=path, resume=True, progress=True)
     bar = capsys.readouterr().err
     assert " 6/12 " in bar and " 12/12 " in bar and " 0/12 " not in bar
+
+
+def test_resuming_with_other_callbacks_is_refused(tmp_path):
+    X, y = classification(n=32)
+    val = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=16)
+    path = str(tmp_path / "run.ckpt")
+    model = fm.NeuralNetwork(4, 3, key=jax.random.key(0))
+    options = dict(val_loader=val, log=None, checkpoint=path)
+    fm.fit(model, optax.sgd(0.1), batches_of(X, y, 8), num_epochs=1, callbacks=[fm.EarlyStopping()], **options)
+    with pytest.raises(fm.CheckpointError, match="written with 1 callbacks, this run has 2"):
+        fm.fit(
+            model,
+            optax.sgd(0.1),
+            batches_of(X, y, 8),
+            num_epochs=2,
+            resume=True,
+            callbacks=[fm.EarlyStopping(), fm.EarlyStopping("val_accuracy")],
+            **options,
+        )
