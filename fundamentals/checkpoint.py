@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,22 @@ class CheckpointError(ValueError):
 
 
 def _serialise(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """A safetensors file's bytes, the same for the same tensors and metadata.
+
+    safetensors writes its metadata in the order of a Rust hash map, which changes from one
+    process to the next: the header is written again here with the metadata sorted by key
+    (the tensors' order and offsets, which safetensors sorts itself, are kept).
+    """
     # safetensors wants C-contiguous arrays. Not np.ascontiguousarray: it turns a 0-d array
     # (Adam's step count) into shape (1,), and the checkpoint then no longer fits the optimizer.
-    return save({k: np.require(v, requirements="C") for k, v in tensors.items()}, metadata=metadata)
+    data = save({k: np.require(v, requirements="C") for k, v in tensors.items()}, metadata=metadata)
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    if "__metadata__" in header:
+        header = {"__metadata__": dict(sorted(header.pop("__metadata__").items())), **header}
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the tensors' data starts 8-byte aligned, as safetensors pads it
+    return struct.pack("<Q", len(text)) + text + memoryview(data)[8 + length :]
 
 
 def _read(path: str | os.PathLike, what: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
