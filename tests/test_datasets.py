@@ -3,11 +3,12 @@ one-line errors; an NPZ whose arrays are bounded before they are decompressed.""
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
-import textwrap
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ import fundamentals.datasets as datasets
 from fundamentals.cli import main
 from fundamentals.datasets import load_dataset
 
+HERE = Path(__file__).resolve().parent
+PEAK = HERE / "workers" / "peak_memory.py"
 HANG_GUARD = 300  # seconds; only so a broken build cannot hang the suite, never an assertion
 
 
@@ -64,28 +67,26 @@ def test_train_reads_the_data_once(tmp_path, monkeypatch, capsys):
     assert len(calls) == 1
 
 
-PEAK = textwrap.dedent("""
-    import resource, sys
-    from fundamentals.datasets import load_dataset
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    split = load_dataset(sys.argv[1])
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print((after - before) * 1024)
-""")
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss is in KiB on Linux")
-def test_reading_a_csv_takes_a_small_multiple_of_the_file_in_memory(tmp_path):
-    write_table(tmp_path / "big.csv", 300_000)  # about 37 MB of text
-    size = os.path.getsize(tmp_path / "big.csv")
+def peak(path):
+    """`load_dataset(path)` in a fresh process: its error (or None) and how much its peak memory grew."""
     result = subprocess.run(
-        [sys.executable, "-c", PEAK, str(tmp_path / "big.csv")],
+        [sys.executable, str(PEAK), "load_dataset", str(path)],
         capture_output=True,
         text=True,
         timeout=HANG_GUARD,
-        check=True,
+        cwd=HERE.parent,
     )
-    grown = int(result.stdout.split()[-1])
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return report["error"], report["grown"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak memory from /proc")
+def test_reading_a_csv_takes_a_small_multiple_of_the_file_in_memory(tmp_path):
+    write_table(tmp_path / "big.csv", 300_000)  # about 37 MB of text
+    size = os.path.getsize(tmp_path / "big.csv")
+    error, grown = peak(tmp_path / "big.csv")
+    assert error is None
     # float32 features are 4 bytes a value against about 18 bytes of text: the arrays, their split
     # copies and one chunk of text stay well under the file's size. Lists of strings take 10 times it.
     assert grown < size, f"peak memory grew by {grown / 2**20:.0f} MiB reading a {size / 2**20:.0f} MiB file"
@@ -141,32 +142,13 @@ def write_zeros_npz(path, rows: int):
         archive.writestr("y.npy", buffer.getvalue())
 
 
-NPZ_PEAK = textwrap.dedent("""
-    import resource, sys
-    from fundamentals.datasets import load_dataset
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    try:
-        load_dataset(sys.argv[1])
-    except ValueError as error:
-        print(error)
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
-""")
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss is in KiB on Linux")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak memory from /proc")
 def test_an_npz_of_zeros_is_refused_before_it_is_decompressed(tmp_path):
     write_zeros_npz(tmp_path / "zeros.npz", 20_000_000)  # 320 MB of zeros in about 0.3 MB
     assert os.path.getsize(tmp_path / "zeros.npz") < 2 << 20
-    result = subprocess.run(
-        [sys.executable, "-c", NPZ_PEAK, str(tmp_path / "zeros.npz")],
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD,
-        check=True,
-    )
-    message, grown = result.stdout.strip().splitlines()
-    assert "FUNDAMENTALS_MAX_DATA_BYTES" in message and "zeros.npz" in message
-    assert int(grown) < 64 << 20  # nothing near the 320 MB was allocated
+    error, grown = peak(tmp_path / "zeros.npz")
+    assert "FUNDAMENTALS_MAX_DATA_BYTES" in error and "zeros.npz" in error
+    assert grown < 64 << 20  # nothing near the 320 MB was allocated
 
 
 def test_the_npz_limit_can_be_raised_or_lowered_on_purpose(tmp_path, monkeypatch):
