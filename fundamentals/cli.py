@@ -309,7 +309,7 @@ def _rank_reason(message: str) -> str:
     """One line from `launch`'s error: the rank, and its exception's own message (not the traceback)."""
     lines = [line for line in message.strip().splitlines() if line.strip()]
     if len(lines) < 2 or "raised an exception" not in lines[0]:
-        return lines[0] if lines else message
+        return lines[0].removesuffix("; its last output:") if lines else message
     reason = lines[-1].strip()  # a traceback ends with "module.Type: message"
     reason = re.sub(r"^[\w.]*CLIError: ", "", reason)  # our own errors: the message is the reason
     reason = re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=\w+: )", "", reason)  # "fundamentals.x.SomeError: " -> "SomeError: "
