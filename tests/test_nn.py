@@ -161,3 +161,31 @@ def test_bad_constructor_arguments_name_the_argument(kwargs, error, match):
         fm.NeuralNetwork(2, 2, key=jax.random.key(0), **kwargs)
     with pytest.raises(ValueError, match="num_inputs must be a positive int"):
         fm.NeuralNetwork(0, 2, key=jax.random.key(0))
+
+
+def test_every_layer_is_drawn_from_its_own_key():
+    # Layers of one shape: drawn from one key they would be equal, element for element. As in torch, each
+    # layer's numbers are independent draws: pairwise correlations near 0 (|r| < 0.3 for 64 values each;
+    # shared keys give r = 1).
+    model = fm.NeuralNetwork(8, 8, key=jax.random.key(0), hidden=(8, 8))
+    weights = [np.asarray(layer.weight).ravel() for layer in model.layers[::2]]
+    biases = [np.asarray(layer.bias).ravel() for layer in model.layers[::2]]
+    for values in (weights, biases):
+        for i in range(len(values)):
+            for j in range(i + 1, len(values)):
+                assert not np.array_equal(values[i], values[j])
+        if len(values[0]) > 8:
+            assert np.abs(np.corrcoef(values)[np.triu_indices(len(values), 1)]).max() < 0.3
+    # and a layer's weight and bias are not drawn from one key either (the bias is not the weight's first row)
+    for layer in model.layers[::2]:
+        assert not np.allclose(np.asarray(layer.bias), np.asarray(layer.weight)[0])
+
+
+def test_dropout_draws_one_mask_per_row(torch):
+    # torch's Dropout zeroes each element of a batch independently: identical rows come out different.
+    with torch.no_grad():
+        reference = torch.nn.Dropout(0.5).train()(torch.ones(64, 30))
+    assert len({tuple(row) for row in reference.numpy().tolist()}) == 64
+    model = fm.NeuralNetwork(4, 2, key=jax.random.key(0), dropout=0.5)
+    out = np.asarray(model(jnp.ones((64, 4)), key=jax.random.key(1)))
+    assert len({tuple(row) for row in out.tolist()}) == 64  # one mask for the batch would give 1
