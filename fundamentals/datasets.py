@@ -317,7 +317,7 @@ def _npy_header(member) -> tuple[tuple[int, ...], bool, np.dtype]:
         return np.lib.format.read_array_header_1_0(member)
     if version == (2, 0):
         return np.lib.format.read_array_header_2_0(member)
-    return np.lib.format._read_array_header(member, version)  # (3, 0): NumPy reads it, only privately
+    return np.lib.format._read_array_header(member, version)  # type: ignore[attr-defined]  # (3, 0): only privately
 
 
 def _load_npz(path: Path, seed: int) -> Split:

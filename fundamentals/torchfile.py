@@ -527,7 +527,7 @@ class _Unpickler:
     every object the pickle builds is counted against the file's memory budget first.
     """
 
-    def __init__(self, file, load_storage, budget: _Budget, overrides: dict | None = None):
+    def __init__(self, file, load_storage, budget: _Budget, overrides: dict | None = None) -> None:
         self.read, self.readline = file.read, file.readline
         self.load_storage = load_storage
         self.budget = budget
@@ -554,7 +554,7 @@ class _Unpickler:
             raise TorchFileError(f"the pickle is truncated: {size} bytes expected, {len(data)} found")
         return data
 
-    def load(self):  # noqa: C901 - one branch per instruction, as in pickle.py and torch
+    def load(self) -> Any:  # one branch per instruction, as in pickle.py and torch
         stack: list[Any] = []
         marks: list[list[Any]] = []
         memo: dict[int, Any] = {}

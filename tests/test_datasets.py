@@ -175,3 +175,11 @@ def test_an_npz_whose_header_claims_more_than_its_record_holds_is_refused(tmp_pa
         archive.writestr("y.npy", buffer.getvalue())
     with pytest.raises(ValueError, match=r"'X' claims shape \(9999999999, 2\)"):
         load_dataset(str(tmp_path / "lie.npz"))
+
+
+def test_an_error_line_never_carries_a_huge_value_from_the_file(tmp_path, capsys):
+    (tmp_path / "d.csv").write_text("a" * 100_000 + ",b,label\n1,2,0\n3,4,1\n")
+    code = main(["train", "--no-cache", "--quiet", "--data", str(tmp_path / "d.csv"), "--target", "nope"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and len(err) < 500, err[:300]
+    assert "'nope' is not a column" in err
