@@ -142,7 +142,7 @@ def _load_digits(seed: int) -> Split:
     return Split(*train_test_split(X, y, test_fraction=0.2, seed=seed), name="digits")
 
 
-_CSV_CELLS_PER_CHUNK = 1 << 18  # cells parsed at a time: the text of one chunk is all that is held as strings
+_CSV_CELLS_PER_CHUNK = 1 << 16  # cells parsed at a time: the text of one chunk is all that is held as strings
 _PROGRESS_BYTES = 64 << 20  # files larger than this report their progress
 
 

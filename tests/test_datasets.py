@@ -87,9 +87,9 @@ def test_reading_a_csv_takes_a_small_multiple_of_the_file_in_memory(tmp_path):
     size = os.path.getsize(tmp_path / "big.csv")
     error, grown = peak(tmp_path / "big.csv")
     assert error is None
-    # float32 features are 4 bytes a value against about 18 bytes of text: the arrays, their split
-    # copies and one chunk of text stay well under the file's size. Lists of strings take 10 times it.
-    assert grown < size, f"peak memory grew by {grown / 2**20:.0f} MiB reading a {size / 2**20:.0f} MiB file"
+    # The arrays: float32 features (4 bytes a value against about 18 bytes of text), held twice while the
+    # 80/20 split copies them, and the labels. Lists of strings, parsed twice, took about 9 times the file.
+    assert grown < 2 * size, f"peak memory grew by {grown / 2**20:.0f} MiB reading a {size / 2**20:.0f} MiB file"
 
 
 def test_a_large_csv_reports_its_progress(tmp_path, monkeypatch, capsys):
