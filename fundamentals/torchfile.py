@@ -548,33 +548,128 @@ class _Unpickler:
             )
         return found
 
-    def _exactly(self, size: int) -> bytes:
-        data = self.read(size)
-        if len(data) != size:
-            raise TorchFileError(f"the pickle is truncated: {size} bytes expected, {len(data)} found")
-        return data
-
-    def load(self) -> Any:  # one branch per instruction, as in pickle.py and torch
+    def load(self) -> Any:  # one branch per instruction, the frequent ones first, as in pickle.py and torch
+        read = self.read
+        budget, charge = self.budget, self.budget.charge
         stack: list[Any] = []
+        append = stack.append
         marks: list[list[Any]] = []
         memo: dict[int, Any] = {}
-        read, charge = self._exactly, self.budget.charge
+        unpack = struct.unpack
         while True:
-            key = self.read(1)
+            key = read(1)
             if not key:
                 raise TorchFileError("the pickle ends before its STOP instruction")
             op = key[0]
-            charge(64, "the pickle")
-            if op == _OP["GLOBAL"]:
-                stack.append(self._global())
-            elif op == _OP["REDUCE"]:
+            budget.used += 64  # every instruction's object, at most; checked on the next charge
+            if op == _BINPUT:
+                memo[read(1)[0]] = stack[-1]
+            elif op == _BINUNICODE:
+                (size,) = unpack("<I", read(4))
+                charge(size, "a string")
+                data = read(size)
+                if len(data) != size:
+                    raise TorchFileError(f"the pickle is truncated: a string of {size} bytes has {len(data)}")
+                append(str(data, "utf-8", "surrogatepass"))
+            elif op == _BININT1:
+                append(read(1)[0])
+            elif op == _MARK:
+                marks.append(stack)
+                stack = []
+                append = stack.append
+            elif op == _TUPLE:
+                items = stack
+                stack = marks.pop()
+                append = stack.append
+                charge(8 * len(items), "a tuple")
+                append(tuple(items))
+            elif op == _BINGET:
+                index = read(1)[0]
+                if index not in memo:
+                    raise TorchFileError(f"the pickle refers to memo entry {index}, which it never stored")
+                append(memo[index])
+            elif op == _REDUCE:
                 args = stack.pop()
                 function = stack[-1]
                 _refuse_unsupported(function)
                 if not isinstance(function, _Global) or not isinstance(args, tuple):
                     raise TorchFileError(f"the pickle calls {_brief(function)}, which is not an allowed function")
                 stack[-1] = function.function(*args)
-            elif op == _OP["NEWOBJ"]:
+            elif op == _GLOBAL:
+                append(self._global())
+            elif op == _TUPLE1:
+                stack[-1] = (stack[-1],)
+            elif op == _TUPLE2:
+                stack[-2:] = [(stack[-2], stack[-1])]
+            elif op == _TUPLE3:
+                stack[-3:] = [(stack[-3], stack[-2], stack[-1])]
+            elif op == _EMPTY_TUPLE:
+                append(())
+            elif op == _NEWFALSE:
+                append(False)
+            elif op == _NEWTRUE:
+                append(True)
+            elif op == _NONE:
+                append(None)
+            elif op == _BINPERSID:
+                pid = stack.pop()
+                if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] in ("storage", b"storage")):
+                    raise UnsafeFileError(f"refused persistent id {_brief(pid)}: only ('storage', ...) ids are allowed")
+                append(self.load_storage(*pid[1:]))
+            elif op == _SETITEMS:
+                items = stack
+                stack = marks.pop()
+                append = stack.append
+                if len(items) % 2:
+                    raise TorchFileError("the pickle sets a dict's items from an odd number of values")
+                charge(32 * len(items), "a dict")
+                target = _dict(stack[-1])
+                for i in range(0, len(items), 2):
+                    target[items[i]] = items[i + 1]
+            elif op == _SETITEM:
+                value, item = stack.pop(), stack.pop()
+                _dict(stack[-1])[item] = value
+            elif op == _EMPTY_DICT:
+                append({})
+            elif op == _EMPTY_LIST:
+                append([])
+            elif op == _APPENDS:
+                items = stack
+                stack = marks.pop()
+                append = stack.append
+                charge(8 * len(items), "a list")
+                _list(stack[-1]).extend(items)
+            elif op == _APPEND:
+                item = stack.pop()
+                _list(stack[-1]).append(item)
+            elif op == _BININT:
+                append(unpack("<i", read(4))[0])
+            elif op == _BININT2:
+                append(unpack("<H", read(2))[0])
+            elif op == _BINFLOAT:
+                append(unpack(">d", read(8))[0])
+            elif op == _LONG1:
+                size = read(1)[0]
+                data = read(size)
+                if len(data) != size:
+                    raise TorchFileError(f"the pickle is truncated: an integer of {size} bytes has {len(data)}")
+                append(pickle.decode_long(data))
+            elif op == _LONG_BINPUT:
+                memo[unpack("<I", read(4))[0]] = stack[-1]
+            elif op == _LONG_BINGET:
+                (index,) = unpack("<I", read(4))
+                if index not in memo:
+                    raise TorchFileError(f"the pickle refers to memo entry {index}, which it never stored")
+                append(memo[index])
+            elif op == _SHORT_BINSTRING:
+                size = read(1)[0]
+                data = read(size)
+                if len(data) != size:
+                    raise TorchFileError(f"the pickle is truncated: a string of {size} bytes has {len(data)}")
+                append(data.decode("utf-8"))
+            elif op == _EMPTY_SET:
+                append(set())
+            elif op == _NEWOBJ:
                 args = stack.pop()
                 cls = stack.pop()
                 _refuse_unsupported(cls)
@@ -582,92 +677,14 @@ class _Unpickler:
                     raise UnsafeFileError(
                         f"the pickle creates an object of {_brief(cls)}, which weights-only loading refuses"
                     )
-                stack.append(cls.new(*args))
-            elif op == _OP["BUILD"]:
+                append(cls.new(*args))
+            elif op == _BUILD:
                 state = stack.pop()
                 _build(stack[-1], state)
-            elif op == _OP["APPEND"]:
-                item = stack.pop()
-                _list(stack[-1]).append(item)
-                charge(8, "a list")
-            elif op == _OP["APPENDS"]:
-                items = stack
-                stack = marks.pop()
-                charge(8 * len(items), "a list")
-                _list(stack[-1]).extend(items)
-            elif op == _OP["SETITEM"]:
-                value, item = stack.pop(), stack.pop()
-                charge(64, "a dict")
-                _dict(stack[-1])[item] = value
-            elif op == _OP["SETITEMS"]:
-                items = stack
-                stack = marks.pop()
-                if len(items) % 2:
-                    raise TorchFileError("the pickle sets a dict's items from an odd number of values")
-                charge(32 * len(items), "a dict")
-                target = _dict(stack[-1])
-                for i in range(0, len(items), 2):
-                    target[items[i]] = items[i + 1]
-            elif op == _OP["MARK"]:
-                marks.append(stack)
-                stack = []
-            elif op == _OP["TUPLE"]:
-                items = stack
-                stack = marks.pop()
-                charge(8 * len(items), "a tuple")
-                stack.append(tuple(items))
-            elif op == _OP["TUPLE1"]:
-                stack[-1] = (stack[-1],)
-            elif op == _OP["TUPLE2"]:
-                stack[-2:] = [(stack[-2], stack[-1])]
-            elif op == _OP["TUPLE3"]:
-                stack[-3:] = [(stack[-3], stack[-2], stack[-1])]
-            elif op == _OP["NONE"]:
-                stack.append(None)
-            elif op == _OP["NEWFALSE"]:
-                stack.append(False)
-            elif op == _OP["NEWTRUE"]:
-                stack.append(True)
-            elif op == _OP["EMPTY_TUPLE"]:
-                stack.append(())
-            elif op == _OP["EMPTY_LIST"]:
-                stack.append([])
-            elif op == _OP["EMPTY_DICT"]:
-                stack.append({})
-            elif op == _OP["EMPTY_SET"]:
-                stack.append(set())
-            elif op == _OP["BININT"]:
-                stack.append(struct.unpack("<i", read(4))[0])
-            elif op == _OP["BININT1"]:
-                stack.append(read(1)[0])
-            elif op == _OP["BININT2"]:
-                stack.append(struct.unpack("<H", read(2))[0])
-            elif op == _OP["BINFLOAT"]:
-                stack.append(struct.unpack(">d", read(8))[0])
-            elif op == _OP["BINUNICODE"]:
-                (size,) = struct.unpack("<I", read(4))
-                charge(size, "a string")
-                stack.append(str(read(size), "utf-8", "surrogatepass"))
-            elif op == _OP["SHORT_BINSTRING"]:
-                stack.append(read(read(1)[0]).decode("utf-8"))
-            elif op == _OP["BINPERSID"]:
-                pid = stack.pop()
-                if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] in ("storage", b"storage")):
-                    raise UnsafeFileError(f"refused persistent id {_brief(pid)}: only ('storage', ...) ids are allowed")
-                stack.append(self.load_storage(*pid[1:]))
-            elif op in (_OP["BINGET"], _OP["LONG_BINGET"]):
-                index = read(1)[0] if op == _OP["BINGET"] else struct.unpack("<I", read(4))[0]
-                if index not in memo:
-                    raise TorchFileError(f"the pickle refers to memo entry {index}, which it never stored")
-                stack.append(memo[index])
-            elif op in (_OP["BINPUT"], _OP["LONG_BINPUT"]):
-                index = read(1)[0] if op == _OP["BINPUT"] else struct.unpack("<I", read(4))[0]
-                memo[index] = stack[-1]
-            elif op == _OP["LONG1"]:
-                stack.append(pickle.decode_long(read(read(1)[0])))
-            elif op == _OP["PROTO"]:
+            elif op == _PROTO:
                 read(1)
-            elif op == _OP["STOP"]:
+            elif op == _STOP:
+                charge(0, "the pickle")
                 return stack.pop()
             else:
                 raise TorchFileError(
@@ -676,15 +693,23 @@ class _Unpickler:
                 )
 
 
-_OP = {
-    name: getattr(pickle, name)[0]
-    for name in (
-        "GLOBAL", "REDUCE", "NEWOBJ", "BUILD", "APPEND", "APPENDS", "SETITEM", "SETITEMS", "MARK", "TUPLE",
-        "TUPLE1", "TUPLE2", "TUPLE3", "NONE", "NEWFALSE", "NEWTRUE", "EMPTY_TUPLE", "EMPTY_LIST", "EMPTY_DICT",
-        "EMPTY_SET", "BININT", "BININT1", "BININT2", "BINFLOAT", "BINUNICODE", "SHORT_BINSTRING", "BINPERSID",
-        "BINGET", "LONG_BINGET", "BINPUT", "LONG_BINPUT", "LONG1", "PROTO", "STOP",
-    )
-}  # fmt: skip
+# The instructions torch's weights-only unpickler reads (torch/_weights_only_unpickler.py), as ints.
+_GLOBAL, _REDUCE, _NEWOBJ, _BUILD, _APPEND, _APPENDS, _SETITEM, _SETITEMS, _MARK = (
+    op[0] for op in (pickle.GLOBAL, pickle.REDUCE, pickle.NEWOBJ, pickle.BUILD, pickle.APPEND, pickle.APPENDS,
+                     pickle.SETITEM, pickle.SETITEMS, pickle.MARK)
+)  # fmt: skip
+_TUPLE, _TUPLE1, _TUPLE2, _TUPLE3, _NONE, _NEWFALSE, _NEWTRUE, _EMPTY_TUPLE, _EMPTY_LIST, _EMPTY_DICT = (
+    op[0] for op in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3, pickle.NONE, pickle.NEWFALSE,
+                     pickle.NEWTRUE, pickle.EMPTY_TUPLE, pickle.EMPTY_LIST, pickle.EMPTY_DICT)
+)  # fmt: skip
+_EMPTY_SET, _BININT, _BININT1, _BININT2, _BINFLOAT, _BINUNICODE, _SHORT_BINSTRING, _BINPERSID = (
+    op[0] for op in (pickle.EMPTY_SET, pickle.BININT, pickle.BININT1, pickle.BININT2, pickle.BINFLOAT,
+                     pickle.BINUNICODE, pickle.SHORT_BINSTRING, pickle.BINPERSID)
+)  # fmt: skip
+_BINGET, _LONG_BINGET, _BINPUT, _LONG_BINPUT, _LONG1, _PROTO, _STOP = (
+    op[0] for op in (pickle.BINGET, pickle.LONG_BINGET, pickle.BINPUT, pickle.LONG_BINPUT, pickle.LONG1,
+                     pickle.PROTO, pickle.STOP)
+)  # fmt: skip
 _OP_NAMES = {opcode.code.encode("latin-1")[0]: opcode.name for opcode in pickletools.opcodes}
 
 
@@ -884,15 +909,16 @@ class _Archive:
         if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
             raise TorchFileError(f"record {_brief(name)} is compressed; torch.save writes uncompressed records")
         what = f"record {_brief(name)}"
-        header = _read_exactly(self.file, info.header_offset, 30, self.file_size, what).tobytes()
-        signature, _, flags, *_, name_length, extra_length = struct.unpack("<4s5H3I2H", header)
+        # The local header and the name it gives the record, in one read: the name must be the directory's.
+        expected = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+        header = _read_exactly(self.file, info.header_offset, 30 + len(expected), self.file_size, what).tobytes()
+        signature, _, _, *_, name_length, extra_length = struct.unpack("<4s5H3I2H", header[:30])
         if signature != b"PK\x03\x04":
             raise TorchFileError(f"record {_brief(name)} has no local zip header")
-        local = _read_exactly(self.file, info.header_offset + 30, name_length, self.file_size, what).tobytes()
-        if local.decode("utf-8" if flags & 0x800 else "cp437", "replace") != info.orig_filename:
+        if name_length != len(expected) or header[30:] != expected:
             raise TorchFileError(
-                f"record {_brief(name)}'s own header names it {_brief(local.decode('utf-8', 'replace'))}: "
-                "the archive's directory points at another record's bytes"
+                f"record {_brief(name)}'s own header names another record: the archive's directory points at "
+                "another record's bytes"
             )
         start = info.header_offset + 30 + name_length + extra_length
         return _read_exactly(self.file, start, info.file_size, self.file_size, what)
