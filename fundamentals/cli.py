@@ -417,13 +417,15 @@ def _save_elsewhere(model, out: str) -> str:
     """Save the trained model in the temporary folder, else the home folder; say where (or that it could not be)."""
     reasons = []
     for folder in dict.fromkeys([tempfile.gettempdir(), os.path.expanduser("~")]):
-        handle, spare = tempfile.mkstemp(prefix="fundamentals-model-", suffix=f"-{Path(out).name}", dir=folder)
-        os.close(handle)
+        spare = None
         try:
+            handle, spare = tempfile.mkstemp(prefix="fundamentals-model-", suffix=f"-{Path(out).name}", dir=folder)
+            os.close(handle)
             checkpoint_module.save_model(model, spare)
         except OSError as error:
-            os.unlink(spare)
-            reasons.append(describe(error))
+            if spare is not None and os.path.lexists(spare):
+                os.unlink(spare)
+            reasons.append(f"{folder}: {describe(error)}")
             continue
         return f"the trained model was saved to {spare} instead"
     return f"the trained model could not be saved elsewhere either ({'; '.join(reasons)})"

@@ -378,10 +378,12 @@ def _set(items=()):
     return set(items)
 
 
-def _complex(real=0.0, imag=0.0):
-    if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in (real, imag)):
-        raise TorchFileError("complex() is allowed only from two numbers")
-    return complex(real, imag)
+def _complex(*args):
+    # Python's complex(), as torch's weights-only unpickler calls it: from numbers, or from one string.
+    if len(args) > 2 or any(not isinstance(x, (int, float, complex, str)) for x in args):
+        raise TorchFileError("complex() is allowed only from numbers or a string")
+    _charge(sum(len(x) for x in args if isinstance(x, str)), "complex()")
+    return complex(*args)
 
 
 def _ordered_dict(items=None):
@@ -726,19 +728,22 @@ def _dict(target) -> dict:
 
 
 def _build(target, state) -> None:
-    """BUILD: only an OrderedDict's or Counter's attributes may be set (torch's state_dict `_metadata`)."""
-    if type(target) not in (OrderedDict, Counter):
+    """BUILD, as torch's weights-only unpickler does it: only an OrderedDict's or a Counter's attributes may be
+    set (a state_dict's `_metadata`). An OrderedDict takes a dict; a Counter, which has no `__setstate__`,
+    also `(state, slot state)`, as pickle spells an object with slots."""
+    if type(target) is OrderedDict:
+        parts = [state]
+    elif type(target) is Counter:
+        parts = list(state) if isinstance(state, tuple) and len(state) == 2 else [state]
+    else:
         raise UnsafeFileError(
             f"the pickle tries to set the state of {_brief(target)}, which weights-only loading refuses"
         )
-    slots = None
-    if isinstance(state, tuple) and len(state) == 2:
-        state, slots = state
-    for part in (state, slots):
-        if part is None:
+    for part in parts:
+        if part is None and type(target) is Counter:
             continue
         if not isinstance(part, dict) or not all(isinstance(name, str) for name in part):
-            raise TorchFileError(f"the state of an OrderedDict must be a dict of names, got {_brief(part)}")
+            raise TorchFileError(f"the state of an {type(target).__name__} must be a dict of names, got {_brief(part)}")
         target.__dict__.update(part)
 
 

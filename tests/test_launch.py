@@ -1,6 +1,7 @@
 """The process supervisor: what reaches `jax.distributed.initialize`, a coordinator port another program holds,
 and every way a rank can end (early, by a signal, silent, leaving a background process), each named."""
 
+import errno
 import importlib
 import os
 import signal
@@ -144,3 +145,119 @@ def test_the_command_names_the_rank_and_the_signal():
         "launch: rank 1 exited with code 143 (128 + SIGTERM: it stopped on that signal) (stopped rank(s) [0])",
     ):
         assert _rank_reason(message + "; its last output:\n[rank1] Epoch 1") == message
+
+
+def test_one_process_needs_no_coordinator(recorded_initialize, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert fm.init_distributed() == (0, 1)
+    assert recorded_initialize == []
+
+
+def test_the_coordinator_is_reached_around_any_proxy(recorded_initialize, monkeypatch):
+    # gRPC honours http_proxy: the coordinator's host goes into no_proxy (both spellings), after what was there.
+    for name, value in dict(RANK="1", WORLD_SIZE="2", MASTER_ADDR="10.0.0.7", MASTER_PORT="29500").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("http_proxy", "http://proxy.invalid:3128")
+    monkeypatch.setenv("no_proxy", "example.com")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert fm.init_distributed() == (jax.process_index(), jax.process_count())
+    assert os.environ["no_proxy"] == "example.com,10.0.0.7" and os.environ["NO_PROXY"] == "10.0.0.7"
+    fm.init_distributed()  # a second call adds nothing twice
+    assert os.environ["no_proxy"] == "example.com,10.0.0.7"
+
+
+def test_waiting_for_the_coordinator_polls_without_spinning(monkeypatch):
+    clock, attempts, sleeps = [0.0], [], []
+
+    def connect(*args, **kwargs):
+        attempts.append(args[0])
+        clock[0] += 0.001
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(launch_module.socket, "create_connection", connect)
+    monkeypatch.setattr(launch_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(launch_module.time, "sleep", sleep)
+    with pytest.raises(RuntimeError, match=r"rank 1 of 2 could not reach JAX's coordinator at 127\.0\.0\.1:5 "):
+        launch_module._wait_for_coordinator("127.0.0.1:5", 1.0, 1, 2)
+    assert attempts[0] == ("127.0.0.1", 5)
+    assert 5 <= len(attempts) <= 11 and set(sleeps) == {0.1}  # about every 0.1 s, not in a tight loop
+
+
+def test_rank_0_listens_on_loopback_only_when_all_ranks_are_local(recorded_initialize, monkeypatch):
+    for name, value in dict(RANK="0", WORLD_SIZE="2", MASTER_ADDR="localhost", JAX_COORDINATOR_PORT="29400").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(launch_module, "_check_coordinator_port", lambda bind, address: None)
+    fm.init_distributed()
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
+    fm.init_distributed()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    fm.init_distributed()
+    binds = [call["coordinator_bind_address"] for call in recorded_initialize]
+    assert binds == ["127.0.0.1:29400", None, None]  # rank 0 on one machine: loopback; elsewhere JAX's default
+
+
+def test_without_a_launcher_jax_detects_the_cluster_or_one_process_runs(recorded_initialize, monkeypatch):
+    for name in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert fm.init_distributed(initialization_timeout=1, heartbeat_timeout_seconds=1) == (
+        jax.process_index(),
+        jax.process_count(),
+    )
+    assert recorded_initialize == [dict(local_device_ids=None, initialization_timeout=1, heartbeat_timeout_seconds=1)]
+
+    def nothing_detected(**kwargs):
+        raise ValueError("coordinator_address should be defined.")
+
+    monkeypatch.setattr(jax.distributed, "initialize", nothing_detected)
+    assert fm.init_distributed() == (0, 1)
+    with pytest.raises(ValueError, match="initialization_timeout"):
+        fm.init_distributed(initialization_timeout=0)
+
+
+def test_the_coordinator_port_stays_a_port_at_the_top_of_the_range():
+    environment = launch_module.torchrun_environment(
+        {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "65535"}
+    )
+    assert environment.coordinator_address == "h:65534"  # torchrun's store has 65535; 65536 is no port
+    environment = launch_module.torchrun_environment(
+        {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "65534"}
+    )
+    assert environment.coordinator_address == "h:65535"
+
+
+@pytest.mark.parametrize("port", [0, 65536])
+def test_launch_refuses_a_port_outside_the_range(port):
+    with pytest.raises(ValueError, match="port must be an int in 1..65535"):
+        fm.launch(workers.starts_a_background_process, 1, "/nonexistent", port=port)
+
+
+@pytest.mark.parametrize(
+    "returncode, expected",
+    [
+        (1, "exited with code 1"),
+        (128, "exited with code 128"),
+        (129, "exited with code 129 (128 + SIGHUP"),
+        (143, "exited with code 143 (128 + SIGTERM"),
+        (128 + signal.NSIG - 1, f"exited with code {128 + signal.NSIG - 1} (128 + "),
+        (128 + signal.NSIG, f"exited with code {128 + signal.NSIG}"),
+        (-9, "was killed by SIGKILL"),
+        (-15, "was killed by SIGTERM"),
+    ],
+)
+def test_an_exit_is_described_with_its_signal(returncode, expected):
+    description = launch_module._describe_exit(returncode)
+    assert description.startswith(expected)
+    if expected.endswith(f"code {returncode}"):
+        assert description == expected  # no signal where there is none
+
+
+@pytest.mark.slow
+def test_a_launched_function_reads_an_empty_stdin():
+    # as under mp.spawn: reading stdin ends at once, and never takes the parent's pipe
+    assert fm.launch(workers.reads_stdin, 1, timeout=HANG_GUARD) == [""]

@@ -13,6 +13,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -424,3 +425,123 @@ def test_python_values_torch_load_returns_are_written_back(torch, tmp_path):
     scalars = torch.load(tmp_path / "scalars.pth", weights_only=True)
     assert scalars["step"].dtype == torch.float32 and scalars["step"].item() == 3.0
     assert scalars["dtype"] is torch.float16 and scalars["mask"].item() is True
+
+
+# --- what the mutation run found untested ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, expected",
+    [
+        (text("1+2j"), 1 + 2j),  # complex("1+2j"): Python's complex, as torch calls it, reads one string
+        (b"\x88K\x02\x86", 1 + 2j),  # complex(True, 2)
+        (b"G?\xf8\x00\x00\x00\x00\x00\x00\x85", 1.5 + 0j),  # complex(1.5)
+    ],
+)
+def test_complex_is_built_from_what_pythons_complex_takes(torch, tmp_path, call, expected):
+    arguments = call if call.endswith((b"\x86", b"\x85")) else call + b"\x85"
+    _archive(tmp_path / "c.pth", b"\x80\x02c__builtin__\ncomplex\n" + arguments + b"R.", {})
+    theirs = torch.load(tmp_path / "c.pth", weights_only=True)
+    assert fm.torch_load(tmp_path / "c.pth") == theirs == expected
+
+
+def test_a_short_binstring_reads_as_torch_reads_it(torch, tmp_path):
+    # Python 2's str, as a protocol-2 pickle from Python 2 spells it: SHORT_BINSTRING, decoded as UTF-8.
+    _archive(
+        tmp_path / "s.pth",
+        b"\x80\x02]q\x00(U\x03abcU\x05caf\xc3\xa9U\x00e.",
+        {},
+    )
+    assert fm.torch_load(tmp_path / "s.pth") == torch.load(tmp_path / "s.pth", weights_only=True) == ["abc", "café", ""]
+
+
+def test_memo_entries_past_255_are_read_back(torch, tmp_path):
+    # Past 256 memoised objects, pickle refers back with LONG_BINGET: shared strings and tensors beyond it.
+    keys = [f"key{i}" for i in range(400)]
+    tensors = [torch.full((2,), float(i)) for i in range(300)]
+    state = {
+        "table": {key: i for i, key in enumerate(keys)},
+        "again": keys[-3:],
+        "tensors": tensors,
+        "same": tensors[-1],
+    }
+    torch.save(state, tmp_path / "many.pth")
+    import pickletools
+
+    ops = {op.name for op, _, _ in pickletools.genops(zipfile.ZipFile(tmp_path / "many.pth").read("many/data.pkl"))}
+    assert "LONG_BINGET" in ops and "LONG_BINPUT" in ops
+    assert_equal_to_torch(
+        torch, fm.torch_load(tmp_path / "many.pth"), torch.load(tmp_path / "many.pth", weights_only=True)
+    )
+
+
+def test_build_sets_attributes_as_torch_sets_them(torch, tmp_path):
+    # BUILD on an OrderedDict takes a dict (a state_dict's _metadata); on a Counter, which has no
+    # __setstate__, also (state, slot state), as pickle spells an object with slots. torch refuses the rest.
+    metadata = b"}" + text("_metadata") + b"}" + text("") + b"}" + text("version") + b"K\x01sss"
+    cases = {
+        "od_dict": b"\x80\x02ccollections\nOrderedDict\n)R" + text("a") + b"K\x01s" + metadata + b"b.",
+        "od_pair": b"\x80\x02ccollections\nOrderedDict\n)R" + text("a") + b"K\x01s" + metadata + b"N\x86b.",
+        "counter_pair": b"\x80\x02ccollections\nCounter\n)R" + text("a") + b"K\x01s" + b"N" + metadata + b"\x86b.",
+        "set": b"\x80\x02c__builtin__\nset\n)R" + metadata + b"b.",
+    }
+    for name, pickled in cases.items():
+        _archive(tmp_path / f"{name}.pth", pickled, {})
+        try:
+            theirs = torch.load(tmp_path / f"{name}.pth", weights_only=True)
+        except Exception:  # torch refuses it: so must we
+            with pytest.raises(fm.TorchFileError):
+                fm.torch_load(tmp_path / f"{name}.pth")
+            continue
+        ours = fm.torch_load(tmp_path / f"{name}.pth")
+        assert ours == theirs and type(ours) is type(theirs), name
+        assert ours._metadata == theirs._metadata == {"": {"version": 1}}, name
+    assert not hasattr(collections.Counter, "_metadata")  # set on the instance only
+
+
+def test_torchs_legacy_tensor_classes_are_named_not_taken_for_code(torch, tmp_path):
+    _archive(tmp_path / "legacy_class.pth", b"\x80\x02ctorch\nFloatTensor\n.", {})
+    assert torch.load(tmp_path / "legacy_class.pth", weights_only=True) is torch.FloatTensor  # allowed by torch
+    with pytest.raises(fm.TorchFileError, match="torch.FloatTensor, which cannot be read without PyTorch") as info:
+        fm.torch_load(tmp_path / "legacy_class.pth")
+    assert not isinstance(info.value, fm.UnsafeFileError)
+
+
+def test_the_tar_format_of_old_pytorch_is_named(tmp_path):
+    import tarfile
+
+    (tmp_path / "sys_info").write_bytes(b"\x80\x02}.")
+    with tarfile.open(tmp_path / "old.pth", "w") as archive:
+        archive.add(tmp_path / "sys_info", arcname="sys_info")
+    with pytest.raises(fm.TorchFileError, match="PyTorch's tar format"):
+        fm.torch_load(tmp_path / "old.pth")
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2"])
+def test_torch_save_writes_the_dtypes_without_a_legacy_storage_class(torch, tmp_path, dtype):
+    values = np.arange(6).reshape(2, 3)
+    array = values.astype(getattr(ml_dtypes, dtype) if dtype.startswith("float8") else dtype)
+    fm.torch_save({"x": array}, tmp_path / "x.pth")
+    loaded = torch.load(tmp_path / "x.pth", weights_only=True)["x"]
+    assert loaded.dtype == getattr(torch, dtype) and tuple(loaded.shape) == (2, 3)
+    np.testing.assert_array_equal(loaded.float().numpy(), array.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "global_, argument",
+    [
+        (b"c__builtin__\nset\n", b"](" + b"K\x00" * 1 + b"e"),  # set(list)
+        (b"ccollections\nCounter\n", b"}"),  # Counter(dict)
+    ],
+)
+def test_copies_a_global_makes_of_one_memoised_object_count_against_the_budget(tmp_path, global_, argument):
+    # One container of 100,000 items, copied by set() or Counter() 1,000 times: 6 GB from a file of about 1 MB.
+    if argument == b"}":
+        items = b"}q\x00(" + b"".join(_int(i) + b"K\x01" for i in range(100_000)) + b"u"
+    else:
+        items = b"]q\x00(" + b"".join(_int(i) for i in range(100_000)) + b"e"
+    copy = b"h\x01h\x00\x85R"  # the global and the container, from the memo: a few bytes a copy
+    pickled = b"\x80\x02](" + items + global_ + b"q\x01h\x00\x85R" + copy * 999 + b"e."
+    _archive(tmp_path / "copies.pth", pickled, {})
+    error, grown = peak("torch_load", tmp_path / "copies.pth")
+    assert error is not None and "max_bytes" in error and grown < SMALL

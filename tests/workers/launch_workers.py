@@ -57,3 +57,7 @@ def starts_a_background_process(rank: int, folder: str) -> int:
         file.write(str(child.pid))
     print(f"rank {rank} started a background process", flush=True)
     return child.pid
+
+
+def reads_stdin(rank: int) -> str:
+    return sys.stdin.read()
