@@ -229,12 +229,33 @@ def test_ctrl_c_is_held_back_until_the_block_ends():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_checking_outputs_leaves_no_file_and_no_descriptor_open(tmp_path):
-    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+def _open_in(folder) -> list[str]:
+    """What this process has open inside `folder` (by /proc/self/fd): immune to other threads' descriptors."""
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass  # closed meanwhile
+    return [target for target in targets if target.startswith(str(folder))]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists descriptors in /proc")
+def test_no_descriptor_is_left_open_by_checks_writes_or_refusals(tmp_path, monkeypatch):
     files.check_output_paths([("--out", tmp_path / "a.bin", 1 << 20), ("--plot", tmp_path / "b.png", 0)])
-    assert os.listdir(tmp_path) == []
-    if before is not None:
-        assert len(os.listdir("/proc/self/fd")) == before
+    assert os.listdir(tmp_path) == [] and _open_in(tmp_path) == []
+    files.atomic_write_bytes(tmp_path / "c.bin", b"data")
+    assert _open_in(tmp_path) == []
+    # a FIFO swapped in after the name was checked: refused on what was opened, and closed
+    os.mkfifo(tmp_path / "pipe")
+    regular = os.stat(tmp_path / "c.bin")
+    real_stat = os.stat
+    monkeypatch.setattr(
+        os, "stat", lambda path, *a, **k: regular if str(path).endswith("pipe") else real_stat(path, *a, **k)
+    )
+    with pytest.raises(ValueError, match="FIFO"):
+        files.open_regular(tmp_path / "pipe")
+    assert _open_in(tmp_path) == []
 
 
 def test_no_room_names_the_output_and_its_size(tmp_path, monkeypatch):
