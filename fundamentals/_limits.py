@@ -9,25 +9,30 @@ above the book's networks; each can be raised on purpose with an environment var
 | classes (largest label + 1) | 100,000 | `FUNDAMENTALS_MAX_CLASSES` |
 | one layer's size (`--hidden`) | 1,000,000 | `FUNDAMENTALS_MAX_LAYER_SIZE` |
 | parameters of the network | 100,000,000 | `FUNDAMENTALS_MAX_PARAMETERS` |
+| an NPZ file's arrays, decompressed | 100 × the file's size, at least 256 MiB | `FUNDAMENTALS_MAX_DATA_BYTES` |
+
+A `.pth` file read by `torch_load` may take at most its own size plus 64 MiB of memory (its
+`max_bytes` argument raises that).
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["max_classes", "max_layer_size", "max_parameters", "check_parameter_count"]
+__all__ = ["max_classes", "max_layer_size", "max_parameters", "max_data_bytes", "check_parameter_count"]
 
 _DEFAULTS = {
     "FUNDAMENTALS_MAX_CLASSES": 100_000,
     "FUNDAMENTALS_MAX_LAYER_SIZE": 1_000_000,
     "FUNDAMENTALS_MAX_PARAMETERS": 100_000_000,
 }
+_DATA_RATIO, _DATA_FLOOR = 100, 256 << 20  # decompressed bytes per byte of file; and at least this
 
 
-def _limit(variable: str) -> int:
+def _limit(variable: str, default: int | None = None) -> int:
     text = os.environ.get(variable)
     if text is None or not text.strip():
-        return _DEFAULTS[variable]
+        return _DEFAULTS[variable] if default is None else default
     try:
         value = int(text)
     except ValueError:
@@ -50,6 +55,15 @@ def max_layer_size() -> int:
 def max_parameters() -> int:
     """The largest parameter count of a network built from data and options; `FUNDAMENTALS_MAX_PARAMETERS`."""
     return _limit("FUNDAMENTALS_MAX_PARAMETERS")
+
+
+def max_data_bytes(file_size: int) -> int:
+    """The most bytes a compressed data file of `file_size` bytes may decompress to; `FUNDAMENTALS_MAX_DATA_BYTES`.
+
+    By default 100 times the file's size, and at least 256 MiB: far above what real data
+    compresses by, far below what a file of zeros does (1 GB in 1 MB).
+    """
+    return _limit("FUNDAMENTALS_MAX_DATA_BYTES", max(_DATA_FLOOR, _DATA_RATIO * file_size))
 
 
 def over(what: str, value: int, limit: int, variable: str) -> str:

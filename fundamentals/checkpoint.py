@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save
 
-from ._files import atomic_write_bytes
+from ._files import atomic_write_bytes, check_output_path, check_regular
 from .nn import (
     NeuralNetwork,
     _named_arrays,
@@ -42,13 +43,26 @@ from .nn import (
     parameter_shapes,
     state_dict,
 )
-from .torchfile import TorchFileError, is_torch_file, torch_load, torch_save
+from .torchfile import TorchFileError, _brief, is_torch_file, torch_load, torch_save
 
 __all__ = ["save_model", "load_model", "CheckpointError", "save_checkpoint", "load_checkpoint", "atomic_write_bytes"]
 
 _FORMAT = "fundamentals.model/1"
 _TORCH_SUFFIXES = (".pth", ".pt")
 _CHECKPOINT_FORMAT = "fundamentals.checkpoint/1"
+_COUNTER_LIMIT = 2**31 - 1  # epochs and steps: the training loop counts them in int32
+
+
+def _json(text: str):
+    """`json.loads`, with a hand-edited header nested too deeply turned into a `ValueError`, as other bad JSON is."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("its JSON is nested too deeply") from None
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 class CheckpointError(ValueError):
@@ -56,17 +70,34 @@ class CheckpointError(ValueError):
 
 
 def _serialise(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """A safetensors file's bytes, the same for the same tensors and metadata.
+
+    safetensors writes its metadata in the order of a Rust hash map, which changes from one
+    process to the next: the header is written again here with the metadata sorted by key
+    (the tensors' order and offsets, which safetensors sorts itself, are kept).
+    """
     # safetensors wants C-contiguous arrays. Not np.ascontiguousarray: it turns a 0-d array
     # (Adam's step count) into shape (1,), and the checkpoint then no longer fits the optimizer.
-    return save({k: np.require(v, requirements="C") for k, v in tensors.items()}, metadata=metadata)
+    data = save({k: np.require(v, requirements="C") for k, v in tensors.items()}, metadata=metadata)
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    if "__metadata__" in header:
+        header = {"__metadata__": dict(sorted(header.pop("__metadata__").items())), **header}
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the tensors' data starts 8-byte aligned, as safetensors pads it
+    return struct.pack("<Q", len(text)) + text + memoryview(data)[8 + length :]
 
 
 def _read(path: str | os.PathLike, what: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    if path.is_dir():
-        raise CheckpointError(f"{what} path is a folder, not a file: {path}")
+    try:  # a FIFO would block safetensors' reader, a device never end: only regular files are read
+        check_regular(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} file not found: {path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{what} path is a folder, not a file: {path}") from None
+    except ValueError as error:
+        raise CheckpointError(f"cannot read {what} file: {error}; only regular files are read") from None
     try:
         with safe_open(str(path), framework="numpy") as file:
             metadata = dict(file.metadata() or {})
@@ -109,7 +140,7 @@ def _checked_architecture(path, text: str, tensors: dict[str, np.ndarray]) -> di
     without allocating the network it describes.
     """
     try:
-        architecture = json.loads(text)
+        architecture = _json(text)
         if not isinstance(architecture, dict):
             raise TypeError(f"expected a JSON object, got {type(architecture).__name__}")
         sizes = {"num_inputs": architecture["num_inputs"], "num_outputs": architecture["num_outputs"]}
@@ -119,11 +150,11 @@ def _checked_architecture(path, text: str, tensors: dict[str, np.ndarray]) -> di
             raise TypeError(f"'hidden' must be a list of sizes, got {type(hidden).__name__}")
         for name, value in [*sizes.items(), *((f"hidden[{i}]", h) for i, h in enumerate(hidden))]:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TypeError(f"{name!r} must be a positive integer, got {value!r}")
+                raise TypeError(f"{name!r} must be a positive integer, got {_brief(value)}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise TypeError(f"'dropout' must be a number in [0, 1), got {dropout!r}")
+            raise TypeError(f"'dropout' must be a number in [0, 1), got {_brief(dropout)}")
     except (ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{path} has invalid architecture metadata: {error}") from None
+        raise CheckpointError(f"{path} has invalid architecture metadata: {_cut(str(error))}") from None
     if 2 * (len(hidden) + 1) != len(tensors):
         raise CheckpointError(
             f"{path}: its architecture metadata describes {len(hidden) + 1} layers ({2 * (len(hidden) + 1)} arrays), "
@@ -193,7 +224,7 @@ def _read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, np.ndarray):
             raise CheckpointError(
-                f"{path} is not a state dict: key {key!r} holds a value of type {type(value).__name__}, not a tensor "
+                f"{path} is not a state dict: key {_brief(key)} holds a value of type {type(value).__name__}, not a tensor "
                 f"(a training checkpoint? read it with fm.torch_load and pass its model state dict)"
             )
     return dict(state)
@@ -262,17 +293,19 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike) -> tuple[
     **Returns:** `(number of tensors, path written)`.
 
     **Raises:** `FileNotFoundError` for a missing source; `CheckpointError` for a broken or
-    refused source, or one that is not a flat key -> tensor state dict. Nothing is written then.
+    refused source (a FIFO or device too), one that is not a flat key -> tensor state dict, or
+    one whose expanded (stride-0) tensors would write far more than the file holds; the errors
+    of `check_output_path` for a destination that cannot be written (a FIFO, a device, a
+    read-only folder, a full disk: checked before the source is read). Nothing is written then.
     """
-    source = Path(source)
+    source, destination = Path(source), Path(destination)
+    check_output_path(destination)  # a FIFO, device, folder or read-only folder: refused before reading
     metadata: dict[str, str] = {}  # a .pth file has none
     if _is_torch_file(source):
         tensors = _read_torch_state_dict(source)
+        _check_expanded_size(source, tensors)
     else:
         tensors, metadata = _read(source, "source")
-    destination = Path(destination)
-    if destination.is_dir():
-        raise IsADirectoryError(f"cannot write {destination}: it is a folder, not a file name")
     if destination.suffix.lower() in _TORCH_SUFFIXES:
         return len(tensors), torch_save(OrderedDict(tensors), destination)
     try:
@@ -280,6 +313,22 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike) -> tuple[
     except Exception as error:  # noqa: BLE001 - safetensors names what it cannot store
         raise CheckpointError(f"cannot write {destination} as safetensors: {error}") from None
     return len(tensors), atomic_write_bytes(destination, data)
+
+
+def _check_expanded_size(source: Path, tensors: dict[str, np.ndarray]) -> None:
+    """Refuse to write out expanded (stride-0) views far larger than the file they came from.
+
+    A tensor of 10^9 elements viewing one stored number is a few hundred bytes in a `.pth`
+    file; written out it takes its full size. The output may take what `torch_load` allows
+    the file to take in memory: its own size plus 64 MiB.
+    """
+    total = sum(int(array.nbytes) for array in tensors.values())
+    limit = source.stat().st_size + (64 << 20)
+    if total > limit:
+        raise CheckpointError(
+            f"{source} holds expanded tensors that take {total:,} bytes written out, far more than the file "
+            f"({limit:,} bytes allowed: its size plus 64 MiB); nothing was written"
+        )
 
 
 def _optimizer_signature(opt_state) -> dict[str, Any]:
@@ -369,10 +418,10 @@ def _check_optimizer(path, header: dict[str, str], opt_state) -> None:
     if "optimizer" not in header:
         return  # written before checkpoints recorded the optimizer: only the arrays can be compared
     try:
-        stored = json.loads(header["optimizer"])
+        stored = _json(header["optimizer"])
         stored_states, stored_leaves = stored["states"], stored["leaves"]
     except (ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"checkpoint {path} has invalid optimizer metadata: {error}") from None
+        raise CheckpointError(f"checkpoint {path} has invalid optimizer metadata: {_cut(str(error))}") from None
     current = _optimizer_signature(opt_state)
     if stored_states != current["states"] or stored_leaves != current["leaves"]:
 
@@ -396,19 +445,21 @@ def _check_optimizer(path, header: dict[str, str], opt_state) -> None:
 def _checked_state(path, header: dict[str, str], tensors: dict[str, np.ndarray]) -> dict[str, Any]:
     """The checkpoint's JSON state, each field the training loop reads checked, with the history arrays put back."""
     try:
-        state = json.loads(header["state"])
+        state = _json(header["state"])
     except (KeyError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path} has invalid metadata: {error}") from None
+        raise CheckpointError(f"checkpoint {path} has invalid metadata: {_cut(str(error))}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: its state must be a JSON object, got {type(state).__name__}")
     for field in ("epoch", "global_step"):
         if field not in state:
             raise CheckpointError(f"checkpoint {path}: its state has no {field!r} field")
         value = state[field]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise CheckpointError(f"checkpoint {path}: field {field!r} must be a non-negative integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _COUNTER_LIMIT:
+            raise CheckpointError(
+                f"checkpoint {path}: field {field!r} must be an integer from 0 to {_COUNTER_LIMIT:,}, got {_brief(value)}"
+            )
     if "seed" in state and (isinstance(state["seed"], bool) or not isinstance(state["seed"], int)):
-        raise CheckpointError(f"checkpoint {path}: field 'seed' must be an integer, got {state['seed']!r}")
+        raise CheckpointError(f"checkpoint {path}: field 'seed' must be an integer, got {_brief(state['seed'])}")
     if "loader" in state and not isinstance(state["loader"], dict):
         raise CheckpointError(
             f"checkpoint {path}: field 'loader' must be an object, got {type(state['loader']).__name__}"
@@ -453,7 +504,7 @@ def load_checkpoint(path: str | os.PathLike, *, params, opt_state) -> tuple[Any,
     """
     tensors, header = _read(path, "checkpoint")
     if header.get("format") != _CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a training checkpoint (format {header.get('format')!r})")
+        raise CheckpointError(f"{path} is not a training checkpoint (format {_brief(header.get('format'))})")
     try:
         new_params = load_state_dict(params, _model_tensors(tensors))
     except ValueError as error:

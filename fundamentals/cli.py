@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -14,7 +15,7 @@ import optax
 
 from . import _limits
 from . import checkpoint as checkpoint_module
-from ._files import check_output_path
+from ._files import check_output_paths, describe, interrupts_held
 from ._startup import restore_default_handler
 from .bench import SECTIONS
 from .bench.runner import run_command
@@ -207,15 +208,17 @@ def _run_train(args: argparse.Namespace) -> int:
         if not os.path.isdir(folder):
             raise CLIError(f"{option} folder does not exist: {folder}")
     _check_outputs(args)
-    split = _load_split(args)  # a bad data file fails here, once, before any process starts
+    split = _load_split(args)  # read once, here, before any process starts: a bad file fails now
     _check_sizes(args, split)
+    _check_room(args, split)
 
     if args.num_processes * args.devices_per_process == 1:
-        return _train(0, args)
+        return _train(0, args, split)
     # Like the book's mp.spawn(main, nprocs=world_size): each process runs _train with its rank.
-    # The parent starts no JAX backend itself, so on a GPU machine the devices stay free.
+    # The parent starts no JAX backend itself, so on a GPU machine the devices stay free; the
+    # data it read travels to the processes with the arguments.
     try:
-        launch(_train, args.num_processes, args, devices_per_process=args.devices_per_process)
+        launch(_train, args.num_processes, args, split, devices_per_process=args.devices_per_process)
     except RuntimeError as error:
         raise CLIError(_rank_reason(str(error))) from None
     return 0
@@ -228,11 +231,10 @@ def _check_outputs(args: argparse.Namespace) -> None:
         for option, path in (("--out", args.out), ("--checkpoint", args.checkpoint), ("--plot", args.plot))
         if path is not None
     ]
-    for option, path in outputs:
-        try:
-            check_output_path(path)
-        except (OSError, ValueError) as error:
-            raise CLIError(f"{option}: {error}") from None
+    try:
+        check_output_paths([(option, path, 0) for option, path in outputs])
+    except (OSError, ValueError) as error:
+        raise CLIError(describe(error)) from None
     files = ([("--data", args.data)] if args.data not in ("toy", "digits") else []) + outputs
     for i, (first, first_path) in enumerate(files):
         for second, second_path in files[i + 1 :]:
@@ -258,11 +260,54 @@ def _check_sizes(args: argparse.Namespace, split) -> None:
         raise CLIError(str(error)) from None
 
 
+def _settings(args: argparse.Namespace) -> tuple[int, float, int, bool]:
+    """Epochs, learning rate, batch size (per process) and drop_last: the options, else the data's defaults."""
+    defaults = _DEFAULTS["toy" if args.data == "toy" else "other"]
+    return (
+        args.epochs or defaults.epochs,
+        args.lr or defaults.lr,
+        args.batch_size or defaults.batch_size,
+        defaults.drop_last,
+    )
+
+
+# What an output may take on disk beyond its arrays: a safetensors header or a .pth's zip records
+# and pickle (per tensor), a checkpoint's JSON state; and a loss curve's PNG.
+_HEADER_BYTES, _PER_TENSOR_BYTES, _STATE_BYTES, _PLOT_BYTES = 4096, 512, 65536, 1 << 20
+
+
+def _output_sizes(args: argparse.Namespace, split) -> dict[str, int]:
+    """An upper bound of the bytes each output takes on disk, from the data's and the network's sizes."""
+    num_classes = int(max(split.y_train.max(), split.y_test.max())) + 1
+    parameters = parameter_count(split.X_train.shape[1], num_classes, args.hidden)
+    model = 4 * parameters + _HEADER_BYTES + _PER_TENSOR_BYTES * 2 * (len(args.hidden) + 1)  # float32 arrays
+    epochs, _, batch_size, _ = _settings(args)
+    steps = epochs * -(-len(split.X_train) // batch_size)
+    # The history's per-step and per-epoch numbers (8 bytes at most each), and while a checkpoint is
+    # replaced, the old one and the new one both exist.
+    checkpoint = 2 * (model + 8 * (steps + 4 * epochs) + _STATE_BYTES)
+    return {"--out": model, "--checkpoint": checkpoint, "--plot": _PLOT_BYTES}
+
+
+def _check_room(args: argparse.Namespace, split) -> None:
+    """Prove, before training, that the disks have room for every output at once (space is allocated, not guessed)."""
+    sizes = _output_sizes(args, split)
+    outputs = [
+        (option, path, sizes[option])
+        for option, path in (("--out", args.out), ("--checkpoint", args.checkpoint), ("--plot", args.plot))
+        if path is not None
+    ]
+    try:
+        check_output_paths(outputs)
+    except (OSError, ValueError) as error:
+        raise CLIError(describe(error)) from None
+
+
 def _rank_reason(message: str) -> str:
     """One line from `launch`'s error: the rank, and its exception's own message (not the traceback)."""
     lines = [line for line in message.strip().splitlines() if line.strip()]
     if len(lines) < 2 or "raised an exception" not in lines[0]:
-        return lines[0] if lines else message
+        return lines[0].removesuffix("; its last output:") if lines else message
     reason = lines[-1].strip()  # a traceback ends with "module.Type: message"
     reason = re.sub(r"^[\w.]*CLIError: ", "", reason)  # our own errors: the message is the reason
     reason = re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=\w+: )", "", reason)  # "fundamentals.x.SomeError: " -> "SomeError: "
@@ -271,27 +316,27 @@ def _rank_reason(message: str) -> str:
 
 def _load_split(args: argparse.Namespace):
     try:
-        return load_dataset(args.data, target=args.target, seed=args.seed)
-    except (FileNotFoundError, ValueError, ImportError) as error:
-        raise CLIError(str(error)) from None
+        return load_dataset(args.data, target=args.target, seed=args.seed, log=_progress_line)
+    except (OSError, ValueError, ImportError) as error:
+        raise CLIError(describe(error)) from None
 
 
-def _train(rank: int, args: argparse.Namespace) -> int:
-    """One process of `fundamentals train` (the only one, or rank `rank` of a launched run)."""
+def _progress_line(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _train(rank: int, args: argparse.Namespace, split) -> int:
+    """One process of `fundamentals train` (the only one, or rank `rank` of a launched run), on the data read once."""
     if not args.no_cache:
         enable_compilation_cache()
-    split = _load_split(args)
     distributed = jax.process_count() > 1 or args.devices_per_process > 1
-    defaults = _DEFAULTS["toy" if args.data == "toy" else "other"]
-    epochs: int = args.epochs or defaults.epochs
-    lr: float = args.lr or defaults.lr
-    batch_size: int = args.batch_size or defaults.batch_size  # per process, as in PyTorch's DDP
+    epochs, lr, batch_size, drop_last = _settings(args)  # the batch size is per process, as in PyTorch's DDP
     num_classes = int(max(split.y_train.max(), split.y_test.max())) + 1
     num_features = split.X_train.shape[1]
     if split.X_test.shape[1] != num_features:
         raise CLIError(f"test features have {split.X_test.shape[1]} columns, training features {num_features}")
     per_process = -(-len(split.X_train) // jax.process_count())
-    drop_last = defaults.drop_last and per_process >= batch_size
+    drop_last = drop_last and per_process >= batch_size
 
     # The same key on every process: the replicas start from the same parameters.
     model = NeuralNetwork(num_features, num_classes, hidden=args.hidden, key=jax.random.key(args.seed))
@@ -332,6 +377,8 @@ def _train(rank: int, args: argparse.Namespace) -> int:
         )
     except (TrainingDivergedError, checkpoint_module.CheckpointError, ValueError) as error:
         raise CLIError(str(error)) from None
+    except OSError as error:  # a checkpoint that could not be written: the one before it is intact
+        raise CLIError(f"{describe(error)} (the checkpoint written before, if any, is intact)") from None
 
     for name, (X, y) in {"Train": (split.X_train, split.y_train), "Test": (split.X_test, split.y_test)}.items():
         dataset = ArrayDataset(X, y)
@@ -341,12 +388,45 @@ def _train(rank: int, args: argparse.Namespace) -> int:
         accuracy = compute_accuracy(model, loader, mesh=mesh)
         print(f"{name} accuracy: {accuracy:.4f}")
     if jax.process_index() == 0:  # only process 0 writes files
-        saved = checkpoint_module.save_model(model, args.out)
-        print(f"Saved model to {saved}")
-        if args.plot:
-            _plot_loss(history, args.plot, title=f"{split.name}: training run")
-            print(f"Saved loss curve to {args.plot}")
+        # Ctrl-C while the outputs are written is held back until they are: then the run has succeeded.
+        with interrupts_held(deliver=False) as interrupted:
+            _save_outputs(model, history, split.name, args)
+        if interrupted:  # nothing is left to stop
+            print("Ctrl-C came while the outputs were written; they are complete", file=sys.stderr)
     return 0
+
+
+def _save_outputs(model, history: dict, name: str, args: argparse.Namespace) -> None:
+    """Write the model, and the loss curve if asked; a model the disk refuses is saved elsewhere and named."""
+    try:
+        saved = checkpoint_module.save_model(model, args.out)
+    except OSError as error:
+        raise CLIError(f"{describe(error)}; {_save_elsewhere(model, args.out)}") from None
+    print(f"Saved model to {saved}")
+    if args.plot:
+        try:
+            _plot_loss(history, args.plot, title=f"{name}: training run")
+        except OSError as error:
+            raise CLIError(f"{describe(error)} (the model was saved to {saved})") from None
+        print(f"Saved loss curve to {args.plot}")
+
+
+def _save_elsewhere(model, out: str) -> str:
+    """Save the trained model in the temporary folder, else the home folder; say where (or that it could not be)."""
+    reasons = []
+    for folder in dict.fromkeys([tempfile.gettempdir(), os.path.expanduser("~")]):
+        spare = None
+        try:
+            handle, spare = tempfile.mkstemp(prefix="fundamentals-model-", suffix=f"-{Path(out).name}", dir=folder)
+            os.close(handle)
+            checkpoint_module.save_model(model, spare)
+        except OSError as error:
+            if spare is not None and os.path.lexists(spare):
+                os.unlink(spare)
+            reasons.append(f"{folder}: {describe(error)}")
+            continue
+        return f"the trained model was saved to {spare} instead"
+    return f"the trained model could not be saved elsewhere either ({'; '.join(reasons)})"
 
 
 def _plot_loss(history: dict, path: str, title: str) -> None:
@@ -366,8 +446,8 @@ def _plot_loss(history: dict, path: str, title: str) -> None:
 def _run_convert(args: argparse.Namespace) -> int:
     try:
         count, written = convert(args.source, args.destination)
-    except (FileNotFoundError, IsADirectoryError, CheckpointError, TypeError) as error:
-        raise CLIError(str(error).splitlines()[0]) from None
+    except (OSError, CheckpointError, TypeError, ValueError) as error:
+        raise CLIError(describe(error)) from None
     kind = "PyTorch .pth" if Path(written).suffix.lower() in (".pth", ".pt") else "safetensors"
     print(f"Wrote {count} tensors to {written} ({kind})")
     return 0
@@ -394,11 +474,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except CLIError as error:
-        print(f"fundamentals {args.command}: error: {error}", file=sys.stderr)
+        print(f"fundamentals {args.command}: error: {_one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+_LINE_LIMIT = 400  # characters: an error line never carries a whole file's worth of a value
+
+
+def _one_line(text: str) -> str:
+    """`text` on one line of at most `_LINE_LIMIT` characters, cut in the middle (where a value would be)."""
+    text = " ".join(text.split())
+    if len(text) <= _LINE_LIMIT:
+        return text
+    half = (_LINE_LIMIT - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
 
 
 if __name__ == "__main__":  # pragma: no cover

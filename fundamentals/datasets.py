@@ -7,6 +7,7 @@ scikit-learn (the `datasets` extra), and files are the user's own.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import zipfile
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _limits
+from ._files import open_regular
 
 __all__ = ["toy_data", "Split", "load_dataset", "train_test_split"]
 
@@ -96,8 +98,11 @@ def _labels(values: np.ndarray, source: str) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def _features(values: np.ndarray, source: str, columns: list[str] | None = None) -> np.ndarray:
-    """Float32 features `(examples, features)`; refuses no columns, non-numbers and NaN or inf (naming where)."""
+def _features(values: np.ndarray, source: str, columns: list[str] | None = None, first_row: int = 0) -> np.ndarray:
+    """Float32 features `(examples, features)`; refuses no columns, non-numbers and NaN or inf (naming where).
+
+    `first_row`: the data row number of `values[0]` minus one, for messages about a chunk of a file.
+    """
     values = np.asarray(values)
     if values.ndim == 1:
         values = values[:, None]
@@ -118,8 +123,8 @@ def _features(values: np.ndarray, source: str, columns: list[str] | None = None)
         original = values[row, column]
         what = original if not np.isfinite(original) else f"{original} (too large for float32)"
         raise ValueError(
-            f"{source}: features must be finite; data row {row + 1}, column {name} is {what} "
-            f"({int(bad.sum())} such value(s) in all)"
+            f"{source}: features must be finite; data row {first_row + row + 1}, column {name} is {what} "
+            f"({int(bad.sum())} such value(s) in this part of the data)"
         )
     return converted
 
@@ -137,31 +142,101 @@ def _load_digits(seed: int) -> Split:
     return Split(*train_test_split(X, y, test_fraction=0.2, seed=seed), name="digits")
 
 
-def _load_csv(path: Path, target: str | None, seed: int) -> Split:
+_CSV_CELLS_PER_CHUNK = 1 << 16  # cells parsed at a time: the text of one chunk is all that is held as strings
+_PROGRESS_BYTES = 64 << 20  # files larger than this report their progress
+
+
+def _is_number(cell: str) -> bool:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as file:  # as Excel writes it: a BOM may lead
-            rows = list(csv.reader(file))
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+class _CsvTable:
+    """A CSV file's numeric rows, parsed a chunk at a time into float32 features and float64 labels."""
+
+    def __init__(self, path: Path, width: int, column: int, names: list[str] | None):
+        self.path, self.width, self.column, self.names = path, width, column, names
+        self.features: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.rows = 0
+
+    def add(self, chunk: list[list[str]], lines: list[int]) -> None:
+        try:
+            table = np.array(chunk, dtype=np.float64)
+        except ValueError:
+            raise ValueError(self._non_number(chunk, lines)) from None
+        self.labels.append(table[:, self.column])
+        self.features.append(
+            _features(np.delete(table, self.column, axis=1), f"CSV file {self.path}", self.names, self.rows)
+        )
+        self.rows += len(chunk)
+
+    def _non_number(self, chunk: list[list[str]], lines: list[int]) -> str:
+        for row, line in zip(chunk, lines):
+            for index, cell in enumerate(row):
+                if not _is_number(cell):
+                    header = self.names_with_label()
+                    column = repr(header[index]) if header else str(index + 1)
+                    return (
+                        f"CSV file {self.path} has a non-numeric value: line {line}, column {column} is "
+                        f"{cell[:40]!r}{'...' if len(cell) > 40 else ''}"
+                    )
+        return f"CSV file {self.path} has a non-numeric value"
+
+    def names_with_label(self) -> list[str] | None:
+        if self.names is None:
+            return None
+        return [*self.names[: self.column], "(label)", *self.names[self.column :]]
+
+
+def _load_csv(path: Path, target: str | None, seed: int, log=None) -> Split:
+    size = os.path.getsize(path)
+    progress = _Progress(path, size, log)
+    try:
+        with open_regular(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+            reader = csv.reader(text)  # as Excel writes it: a byte-order mark may lead
+            table, pending, lines, header = None, [], [], None
+            for row in reader:
+                if not row or not any(cell.strip() for cell in row):
+                    continue
+                if table is None:  # the first row: a header, or already data
+                    table, header = _csv_layout(path, row, target)
+                    if header is not None:
+                        continue
+                if len(row) != table.width:
+                    raise ValueError(
+                        f"CSV file {path}, line {reader.line_num}: expected {table.width} columns, got {len(row)}"
+                    )
+                pending.append(row)
+                lines.append(reader.line_num)
+                if len(pending) * table.width >= _CSV_CELLS_PER_CHUNK:
+                    table.add(pending, lines)
+                    pending, lines = [], []
+                    progress.update(raw.tell())
+            if table is not None and pending:
+                table.add(pending, lines)
+    except csv.Error as error:  # a stray quote that runs past the field size limit, a NUL byte
+        raise ValueError(f"CSV file {path}, line {reader.line_num}: {error} (an unclosed quote?)") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"cannot read CSV file {path}: {error}") from None
-    rows = [row for row in rows if row and any(cell.strip() for cell in row)]
-    if not rows:
+    progress.update(size)
+    if table is None:
         raise ValueError(f"CSV file {path} is empty")
+    if table.rows < 2:
+        raise ValueError(f"CSV file {path} needs at least 2 data rows, has {table.rows}")
+    y = _labels(np.concatenate(table.labels), f"CSV file {path}")
+    X = np.concatenate(table.features)
+    table.features.clear()
+    return Split(*train_test_split(X, y, seed=seed), name=path.name)
 
-    def is_number(cell: str) -> bool:
-        try:
-            float(cell)
-            return True
-        except ValueError:
-            return False
 
-    header = None if all(is_number(cell) for cell in rows[0]) else [cell.strip() for cell in rows[0]]
-    body = rows[1:] if header else rows
-    if len(body) < 2:
-        raise ValueError(f"CSV file {path} needs at least 2 data rows, has {len(body)}")
-    width = len(rows[0])
-    for number, row in enumerate(body, start=2 if header else 1):
-        if len(row) != width:
-            raise ValueError(f"CSV file {path}, line {number}: expected {width} columns, got {len(row)}")
+def _csv_layout(path: Path, first: list[str], target: str | None) -> tuple[_CsvTable, list[str] | None]:
+    """From the first row: the header (None if it is data), the label's column and the feature names."""
+    header = None if all(_is_number(cell) for cell in first) else [cell.strip() for cell in first]
+    width = len(first)
     if target is None:
         column = width - 1
     elif header is None:
@@ -169,31 +244,91 @@ def _load_csv(path: Path, target: str | None, seed: int) -> Split:
             f"--target {target!r} needs a header row in {path}; it has none (the label is the last column)"
         )
     elif target not in header:
-        raise ValueError(f"--target {target!r} is not a column of {path}; columns: {', '.join(header)}")
+        raise ValueError(f"--target {target!r} is not a column of {path}; columns: {', '.join(header)}"[:400])
     else:
         column = header.index(target)
-    try:
-        table = np.array([[float(cell) for cell in row] for row in body], dtype=np.float64)
-    except ValueError as error:
-        raise ValueError(f"CSV file {path} has a non-numeric value: {error}") from None
     if width < 2:
         raise ValueError(f"CSV file {path} has only {width} column; it needs feature columns and a label column")
-    y = _labels(table[:, column], f"CSV file {path}")
     names = [name for i, name in enumerate(header) if i != column] if header else None
-    X = _features(np.delete(table, column, axis=1), f"CSV file {path}", names)
-    return Split(*train_test_split(X, y, seed=seed), name=path.name)
+    return _CsvTable(path, width, column, names), header
+
+
+class _Progress:
+    """Progress lines while a large file is read (every tenth of it), through `log`."""
+
+    def __init__(self, path: Path, size: int, log):
+        self.path, self.size, self.log, self.shown = path, size, log, 0
+        if log is not None and size > _PROGRESS_BYTES:
+            log(f"Reading {path.name} ({size / 2**20:,.0f} MiB) ...")
+        else:
+            self.log = None
+
+    def update(self, done: int) -> None:
+        if self.log is None:
+            return
+        tenth = min(10, 10 * done // max(self.size, 1))
+        if tenth > self.shown:
+            self.shown = tenth
+            self.log(f"Reading {self.path.name}: {10 * tenth}%")
+
+
+def _npz_limit(path: Path) -> int:
+    return _limits.max_data_bytes(os.path.getsize(path))
+
+
+def _read_npz(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays `names` of an NPZ file (those it has), each size checked against its record and a limit first."""
+    limit = _npz_limit(path)
+    arrays: dict[str, np.ndarray] = {}
+    with open_regular(path) as raw, zipfile.ZipFile(raw) as archive:
+        members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+        arrays_in_file = sorted(members)
+        if "X" not in members or "y" not in members:
+            raise ValueError(f"NPZ file {path} must hold arrays 'X' and 'y'; it has {arrays_in_file}"[:400])
+        wanted = [name for name in names if name in members]
+        total = sum(members[name].file_size for name in wanted)
+        if total > limit:
+            raise ValueError(
+                f"NPZ file {path}: its arrays {wanted} take {total:,} bytes once decompressed, above the limit of "
+                f"{limit:,} (100 times the file's size, at least 256 MiB; set FUNDAMENTALS_MAX_DATA_BYTES={total} "
+                "to allow it on purpose)"
+            )
+        for name in wanted:
+            with archive.open(members[name]) as member:
+                shape, _, dtype = _npy_header(member)
+                if dtype.hasobject:
+                    raise ValueError(f"NPZ file {path}: array {name!r} holds Python objects, which are never unpickled")
+                header = member.tell()
+                needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if header + needed != members[name].file_size:
+                    raise ValueError(
+                        f"NPZ file {path}: array {name!r} claims shape {shape} of {dtype} ({needed:,} bytes), but its "
+                        f"record holds {members[name].file_size - header:,} bytes"[:400]
+                    )
+            with archive.open(members[name]) as member:
+                arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+    return arrays
+
+
+def _npy_header(member) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """An .npy record's shape, Fortran order and dtype, read from its header alone."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(member)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(member)
+    return np.lib.format._read_array_header(member, version)  # type: ignore[attr-defined]  # (3, 0): only privately
 
 
 def _load_npz(path: Path, seed: int) -> Split:
     if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
         raise ValueError(f"cannot read NPZ file {path}: it is not a zip archive (an .npz is one, as np.savez writes)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except Exception as error:  # noqa: BLE001 - numpy raises several types for bad archives
-        raise ValueError(f"cannot read NPZ file {path}: {error}") from None
-    if "X" not in arrays or "y" not in arrays:
-        raise ValueError(f"NPZ file {path} must hold arrays 'X' and 'y'; it has {sorted(arrays)}")
+        arrays = _read_npz(path, ("X", "y", "X_test", "y_test"))
+    except ValueError:
+        raise
+    except Exception as error:  # noqa: BLE001 - zipfile and numpy raise several types for bad archives
+        raise ValueError(f"cannot read NPZ file {path}: {error}"[:400]) from None
     X = _features(arrays["X"], f"NPZ file {path}")
     y = _labels(arrays["y"], f"NPZ file {path}")
     if len(X) != len(y):
@@ -211,7 +346,7 @@ def _load_npz(path: Path, seed: int) -> Split:
     return Split(*train_test_split(X, y, seed=seed), name=path.name)
 
 
-def load_dataset(spec: str, *, target: str | None = None, seed: int = 0) -> Split:
+def load_dataset(spec: str, *, target: str | None = None, seed: int = 0, log=None) -> Split:
     """Load `toy`, `digits`, a CSV file or an NPZ file as a train/test `Split`.
 
     - `toy`: the appendix's 5 training and 2 test points (`toy_data()`).
@@ -221,9 +356,20 @@ def load_dataset(spec: str, *, target: str | None = None, seed: int = 0) -> Spli
       an optional header row. A seeded 80/20 split.
     - `FILE.npz`: arrays `X` and `y` (and optionally `X_test`, `y_test`; else an 80/20 split).
 
+    A CSV file is read once, a chunk of rows at a time, straight into float32 features: the
+    memory it takes is a small multiple of its arrays, not of its text. An NPZ file's arrays are
+    checked against their records' sizes and a limit before they are read (see `_limits`).
+
+    **Arguments:**
+
+    - `spec`: `"toy"`, `"digits"`, or a path ending in `.csv` or `.npz`.
+    - `target`: a CSV's label column, by its header name (default: the last column).
+    - `seed`: the seed of the 80/20 split.
+    - `log`: called with a progress line every tenth of a file larger than 64 MiB (`None`: quiet).
+
     **Raises:** `FileNotFoundError` for a missing file, `ValueError` naming the file and the
-    problem for anything unreadable, `ImportError` with the install command for `digits`
-    without scikit-learn.
+    problem for anything unreadable (a FIFO or device is refused, never read), `ImportError`
+    with the install command for `digits` without scikit-learn.
     """
     if spec == "toy":
         return Split(*toy_data(), name="toy")
@@ -236,5 +382,5 @@ def load_dataset(spec: str, *, target: str | None = None, seed: int = 0) -> Spli
     if not path.exists():
         raise FileNotFoundError(f"data file not found: {spec}")
     if not os.path.isfile(path):
-        raise ValueError(f"data path is not a file: {spec}")
-    return _load_csv(path, target, seed) if suffix == ".csv" else _load_npz(path, seed)
+        raise ValueError(f"data path is not a regular file: {spec}")
+    return _load_csv(path, target, seed, log) if suffix == ".csv" else _load_npz(path, seed)

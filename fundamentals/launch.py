@@ -43,9 +43,11 @@ port and `JAX_COORDINATOR_ADDRESS` the whole `host:port`, as they do for JAX's o
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import pickle
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -191,6 +193,34 @@ def _wait_for_coordinator(address: str, timeout: float, rank: int, world_size: i
             time.sleep(0.1)
 
 
+def _port_in_use(host: str, port: int) -> OSError | None:
+    """The error binding `host:port` gives (None if it can be bound): is another program listening there?
+
+    Bound as JAX's coordinator binds (reusing an address in TIME_WAIT), then released at once.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        return error if error.errno == errno.EADDRINUSE else None  # another error: JAX reports it itself
+    return None
+
+
+def _check_coordinator_port(bind: str | None, address: str) -> None:
+    """Refuse, before JAX tries, a coordinator port another program holds (gRPC would fail opaquely, or crash)."""
+    where = bind or address
+    host, port = _host_of(where), int(where.rsplit(":", 1)[1])
+    error = _port_in_use("" if bind is None else host, port)
+    if error is not None:
+        raise RuntimeError(
+            f"init_distributed: rank 0 cannot start JAX's coordinator on port {port}: another program is using it "
+            f"({error.strerror}). Free the port, or choose another with MASTER_PORT (the coordinator takes "
+            "MASTER_PORT + 1) or JAX_COORDINATOR_PORT"
+        )
+
+
 def _bypass_proxies(host: str) -> None:
     # gRPC honours http(s)_proxy; the coordinator must be reached directly.
     if any(name.lower() in ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy") for name in os.environ):
@@ -269,8 +299,8 @@ def init_distributed(
 
     `ValueError` naming the environment variable that is missing or wrong (see
     `torchrun_environment`) or the argument that is; `RuntimeError` if the coordinator
-    cannot be reached in time, or JAX has already started in this process and several
-    processes are asked for.
+    cannot be reached in time, its port is taken by another program (rank 0, before JAX
+    tries), or JAX has already started in this process and several processes are asked for.
     """
     initialization_timeout = check_int(
         "init_distributed: initialization_timeout", initialization_timeout, 1, unit="seconds"
@@ -316,6 +346,8 @@ def init_distributed(
         bind = None
         if launcher.rank == 0 and host in _LOOPBACK and not os.environ.get("JAX_COORDINATOR_BIND_ADDRESS"):
             bind = address  # one machine: listen on the loopback address only
+        if launcher.rank == 0:
+            _check_coordinator_port(bind or os.environ.get("JAX_COORDINATOR_BIND_ADDRESS"), address)
         jax.distributed.initialize(
             coordinator_address=address,
             num_processes=launcher.world_size,
@@ -403,14 +435,30 @@ def _unpicklable(value) -> bool:
     return False
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def _describe_exit(returncode: int) -> str:
+    """How a process ended, naming the signal: killed by it (-15), or exited with its status (143 = 128 + 15)."""
     if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"was killed by {name}"
+        return f"was killed by {_signal_name(-returncode)}"
+    if 128 < returncode < 128 + signal.NSIG:
+        return f"exited with code {returncode} (128 + {_signal_name(returncode - 128)}: it stopped on that signal)"
     return f"exited with code {returncode}"
+
+
+# JAX's coordination service, when a process stops sending heartbeats, ends the others with
+# "The following tasks are unhealthy (stopped sending heartbeats):" and the silent tasks' numbers
+# (or names ending in "task:N") on the next line. The process it ends is not the one that failed.
+_UNHEALTHY = "stopped sending heartbeats"
+
+
+def _silent_ranks(line: str) -> list[int]:
+    return [int(n) for n in re.findall(r"task:(\d+)", line)] or [int(n) for n in re.findall(r"\b\d+\b", line)]
 
 
 class _OutputPump(threading.Thread):
@@ -418,14 +466,18 @@ class _OutputPump(threading.Thread):
 
     lock = threading.Lock()
 
-    def __init__(self, stream, rank: int, to_stderr: bool, tail: collections.deque):
+    def __init__(self, stream, rank: int, to_stderr: bool, tail: collections.deque, silent: dict[int, list[int]]):
         super().__init__(daemon=True)
-        self.stream, self.rank, self.to_stderr, self.tail = stream, rank, to_stderr, tail
+        self.stream, self.rank, self.to_stderr, self.tail, self.silent = stream, rank, to_stderr, tail, silent
 
     def run(self):
+        expect_ranks = False
         for raw in iter(self.stream.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip("\n")
             self.tail.append(line)
+            if expect_ranks and self.rank not in self.silent:
+                self.silent[self.rank] = _silent_ranks(line)
+            expect_ranks = _UNHEALTHY in line
             # sys.stdout is looked up per line so pytest's capture and Jupyter's redirection see it.
             target = sys.stderr if self.to_stderr else sys.stdout
             with self.lock:
@@ -472,12 +524,17 @@ def launch(
     read by this process and written to its own `sys.stdout` / `sys.stderr` as `[rank0] ...`,
     `[rank1] ...`, like the book's DDP script prints its rank. Children run unbuffered.
 
-    Failure: if a process raises, exits with a non-zero code or is killed, `launch` kills the
-    others at once (SIGKILL to each process group, so whatever they started goes too) and
-    raises `RuntimeError` naming the rank that failed first and, if it raised, its traceback.
-    Where PyTorch's survivors can hang in a collective until NCCL's timeout, here nothing waits
-    for a dead peer. A process whose parent dies exits too. Independently, JAX's own heartbeat
-    aborts a process whose peers stopped answering for `heartbeat_timeout_seconds`.
+    Failure: if a process raises, exits with a non-zero code, is killed, or exits before `fn`
+    returned (`os._exit(0)`, `sys.exit(0)`), `launch` kills the others at once (SIGKILL to each
+    process group) and raises `RuntimeError` naming the rank that failed first and how: its
+    traceback, its exit code, or the signal (`was killed by SIGTERM`; `exited with code 143
+    (128 + SIGTERM ...)` for a process that stopped on it and exited with its status). Where
+    PyTorch's survivors can hang in a collective until NCCL's timeout, here nothing waits for a
+    dead peer. A process whose parent dies exits too. Independently, JAX's own heartbeat aborts
+    the processes whose peers stopped answering for `heartbeat_timeout_seconds`; the rank that
+    stopped answering is the one named, not the one JAX ended. When all processes are done,
+    whatever they started in the background is stopped too (their process groups), so nothing
+    outlives `launch` and it returns as soon as they exit.
 
     `fn` and `args` travel by pickle, as with `mp.spawn`: `fn` must be a top-level function of
     an importable module, or of the script being run, with the script's work under
@@ -506,7 +563,8 @@ def launch(
 
     `ValueError` for a bad `num_processes`, `devices_per_process`, `timeout`, `port` or timeout
     setting; `TypeError` if `fn` or `args` cannot be pickled or `env` is not str -> str;
-    `RuntimeError` if a process fails or the timeout passes.
+    `RuntimeError` if `port` is in use by another program, a process fails, or the timeout
+    passes.
     """
     if not callable(fn):
         raise TypeError(f"launch: fn must be callable, got {type(fn).__name__}")
@@ -523,6 +581,11 @@ def launch(
     ):
         raise TypeError(f"launch: env must map str to str, got {env!r}")
     payload = _pickle_payload(fn, args)
+    if port is not None and _port_in_use("127.0.0.1", int(port)) is not None:
+        raise RuntimeError(
+            f"launch: port {port} on 127.0.0.1 is in use by another program; pass another port, or port=None to "
+            "pick a free one"
+        )
     port = _free_port() if port is None else int(port)
 
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -537,6 +600,7 @@ def launch(
     processes: list[subprocess.Popen] = []
     pumps: list[_OutputPump] = []
     tails: list[collections.deque[str]] = [collections.deque(maxlen=20) for _ in range(num_processes)]
+    silent: dict[int, list[int]] = {}  # rank -> the ranks JAX's coordination service found silent, in its output
     with tempfile.TemporaryDirectory(prefix="fundamentals-launch-") as workdir:
         try:
             for rank in range(num_processes):
@@ -557,7 +621,7 @@ def launch(
                 )
                 processes.append(process)
                 for stream, to_stderr in ((process.stdout, False), (process.stderr, True)):
-                    pump = _OutputPump(stream, rank, to_stderr, tails[rank])
+                    pump = _OutputPump(stream, rank, to_stderr, tails[rank], silent)
                     pump.start()
                     pumps.append(pump)
                 # stdin stays open: a child reads EOF there when this process dies, and exits.
@@ -567,9 +631,12 @@ def launch(
                     process.stdin.flush()
                 except BrokenPipeError:
                     pass  # it died on start; _wait_for reports how
-            _wait_for(processes, workdir, tails, timeout)
-            for pump in pumps:
-                pump.join(timeout=5)
+            failure = _wait_for(processes, workdir, timeout)
+            _stop(processes)  # the others if one failed; and what the processes started goes with them
+            _join(pumps)  # their pipes end now: every line they wrote has been read
+            if failure is not None:
+                rank, returncode, survivors = failure
+                raise RuntimeError(_failure_message(rank, returncode, workdir, tails[rank], survivors, silent))
             return [_read_result(workdir, rank) for rank in range(num_processes)]
         finally:
             _stop(processes)
@@ -579,11 +646,21 @@ def launch(
                         process.stdin.close()
                     except OSError:
                         pass
-            for pump in pumps:
-                pump.join(timeout=1)
+            _join(pumps)
 
 
-def _wait_for(processes: Sequence[subprocess.Popen], workdir: str, tails, timeout: float | None) -> None:
+def _join(pumps: Sequence[_OutputPump], grace: float = 2.0) -> None:
+    """Wait for the output still in the pipes, `grace` seconds in all: a process that left its process group
+    may hold a pipe open, and its output is not waited for."""
+    deadline = time.monotonic() + grace
+    for pump in pumps:
+        pump.join(timeout=max(deadline - time.monotonic(), 0.0))
+
+
+def _wait_for(
+    processes: Sequence[subprocess.Popen], workdir: str, timeout: float | None
+) -> tuple[int, int, list[int]] | None:
+    """Wait until every process exited well (None), or one failed: `(its rank, its return code, ranks still running)`."""
     # One waiter thread per process reports exits in the order they happen, so when a dying rank
     # takes its peers down with it (a broken collective), the first to go is named, not the lowest.
     exits: queue.Queue[int] = queue.Queue()
@@ -605,33 +682,50 @@ def _wait_for(processes: Sequence[subprocess.Popen], workdir: str, tails, timeou
                 f"launch: timed out after {timeout} s; rank(s) {running} were still running and were stopped"
             ) from None
         returncode = processes[rank].returncode
-        if returncode != 0:
-            survivors = [r for r, process in enumerate(processes) if process.poll() is None]
-            _stop(processes)
-            raise RuntimeError(_failure_message(rank, returncode, workdir, tails[rank], survivors))
+        # Exit code 0 without a result: the function never returned (os._exit(0) or sys.exit(0) in it),
+        # and the others would wait for it in their next collective until the heartbeat timeout.
+        if returncode != 0 or not os.path.exists(os.path.join(workdir, f"rank{rank}.result")):
+            return rank, returncode, [r for r, process in enumerate(processes) if process.poll() is None]
+    return None
 
 
-def _failure_message(rank: int, returncode: int, workdir: str, tail, survivors: list[int]) -> str:
+def _failure_message(
+    rank: int, returncode: int, workdir: str, tail, survivors: list[int], silent: dict[int, list[int]]
+) -> str:
     error_path = os.path.join(workdir, f"rank{rank}.error")
     stopped = f" (stopped rank(s) {survivors})" if survivors else ""
     if os.path.exists(error_path):
         with open(error_path, encoding="utf-8") as file:
             return f"launch: rank {rank} raised an exception{stopped}:\n{file.read()}"
-    message = f"launch: rank {rank} {_describe_exit(returncode)}{stopped}"
+    blamed = [r for r in silent.get(rank, []) if r != rank]
+    if blamed:  # JAX ended this rank because another stopped answering: name that one
+        ranks = ", ".join(str(r) for r in blamed)
+        return (
+            f"launch: rank {ranks} stopped sending heartbeats (it hung or was stopped), so JAX's coordination "
+            f"service ended rank {rank}, which {_describe_exit(returncode)}{stopped}"
+        )
+    if returncode == 0:
+        message = f"launch: rank {rank} exited with code 0 before fn returned (os._exit or sys.exit in fn?){stopped}"
+    else:
+        message = f"launch: rank {rank} {_describe_exit(returncode)}{stopped}"
     if tail:
         message += "; its last output:\n" + "\n".join(tail)
     return message
 
 
 def _stop(processes: Sequence[subprocess.Popen]) -> None:
-    # SIGKILL straight away: JAX's preemption service catches SIGTERM (it treats it as a notice to
-    # checkpoint, not to exit), and a survivor's peers are gone, so it has nothing left to finish.
+    """SIGKILL to each process's group: the process, and whatever it started that is still running.
+
+    SIGKILL straight away: JAX's preemption service catches SIGTERM (it treats it as a notice to
+    checkpoint, not to exit), and a survivor's peers are gone, so it has nothing left to finish.
+    A group whose leader has exited is signalled too, so no background process it started
+    outlives `launch` (while a member lives, the kernel keeps the group's number for it).
+    """
     for process in processes:
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     for process in processes:
         process.wait()
 
@@ -700,7 +794,14 @@ def _child_main() -> None:
         except Exception as error:  # noqa: BLE001 - pickling runs user code: say which value, not pickle's internals
             raise TypeError(f"the value fn returned on rank {rank} cannot be pickled: {error}") from None
         atomic_write_bytes(os.path.join(setup["workdir"], f"rank{rank}.result"), data)
-    except BaseException:  # noqa: BLE001 - KeyboardInterrupt and SystemExit are failures of this rank too
+    except SystemExit as exit:  # sys.exit(code) in fn: this rank ends with that code, as a script would
+        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+        if not isinstance(exit.code, (int, type(None))):
+            print(exit.code, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # skip atexit: jax.distributed's shutdown barrier would wait for the other ranks
+    except BaseException:  # noqa: BLE001 - KeyboardInterrupt is a failure of this rank too
         atomic_write_bytes(error_path, traceback.format_exc().encode("utf-8"))
         sys.stdout.flush()
         sys.stderr.flush()

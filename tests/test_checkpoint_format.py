@@ -157,3 +157,36 @@ def test_an_optimizer_state_of_other_dtypes_names_the_array(tmp_path, model):
     count_as_float = jax.tree_util.tree_map(lambda leaf: leaf.astype("float32") if leaf.ndim == 0 else leaf, state)
     with pytest.raises(fm.CheckpointError, match=r"its array 0 is int32 \(\), this optimizer's is float32 \(\)"):
         load_checkpoint(path, params=model, opt_state=count_as_float)
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # JSON nested past Python's recursion limit
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("state", json.dumps({"epoch": 1, "global_step": 2**31, "history": {}}), "'global_step' must be an integer"),
+        ("state", json.dumps({"epoch": 10**30, "global_step": 2, "history": {}}), "'epoch' must be an integer"),
+        ("state", '{"epoch": 1, "global_step": 2, "history": ' + DEEP + "}", "nested too deeply"),
+        ("optimizer", DEEP, "invalid optimizer metadata: its JSON is nested too deeply"),
+    ],
+)
+def test_a_hand_edited_checkpoint_never_escapes_as_recursion_or_overflow(tmp_path, capsys, field, value, message):
+    from fundamentals.cli import main
+
+    path = tmp_path / "run.ckpt"
+    out = ["--out", str(tmp_path / "m.safetensors")]
+    assert main(["train", "--no-cache", "--quiet", "--epochs", "1", "--checkpoint", str(path), *out]) == 0
+    _rewrite(path, **{field: value})
+    capsys.readouterr()
+    code = main(["train", "--no-cache", "--quiet", "--epochs", "2", "--checkpoint", str(path), "--resume", *out])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert len(err) < 500
+
+
+def test_a_model_file_with_deeply_nested_architecture_is_a_checkpoint_error(tmp_path, model):
+    fm.save_model(model, tmp_path / "m.safetensors")
+    _rewrite(tmp_path / "m.safetensors", architecture=DEEP)
+    with pytest.raises(fm.CheckpointError, match="invalid architecture metadata: its JSON is nested too deeply"):
+        fm.load_model(tmp_path / "m.safetensors")

@@ -599,3 +599,26 @@ def test_dropout_keys_are_one_per_row_from_fold_in_of_the_seed_and_the_step():
     expected = [cross_entropy_by_hand(forward_by_hand(step), y) for step in range(4)]
     np.testing.assert_allclose(history["loss"], expected, rtol=1e-5)
     assert len(set(history["loss"])) == 4
+
+
+def test_device_chunks_respect_the_byte_bound(monkeypatch):
+    from fundamentals.train import chunks, program
+
+    shapes = []
+    original = program.TrainProgram.gather_chunk
+
+    def spy(self, state, data, indices):
+        shapes.append(indices.shape)
+        return original(self, state, data, indices)
+
+    monkeypatch.setattr(program.TrainProgram, "gather_chunk", spy)
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 2000)  # a batch of 16 rows of 5 float32 and an int64 label: 448 bytes
+    X, y = classification(n=160)
+    _, history = fm.fit(
+        fm.NeuralNetwork(5, 3, key=jax.random.key(0)),
+        optax.sgd(0.1),
+        fm.DataLoader(fm.ArrayDataset(X, y), batch_size=16),
+        num_epochs=1,
+        log=None,
+    )
+    assert history["data_on_device"] and shapes == [(4, 16), (4, 16), (2, 16)]

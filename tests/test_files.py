@@ -1,12 +1,14 @@
 """Every file the project writes: only regular files are replaced, modes are kept, links are not
 followed, temporary files of killed writers are cleaned up, and concurrent writers stay safe."""
 
+import errno
 import os
 import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import jax
@@ -14,6 +16,7 @@ import optax
 import pytest
 
 import fundamentals as fm
+import fundamentals._files as files
 from fundamentals._files import atomic_write_bytes, check_output_path
 from fundamentals.checkpoint import save_checkpoint
 
@@ -172,3 +175,117 @@ def test_two_writers_of_one_checkpoint_never_corrupt_it(tmp_path):
     _, _, state = load_checkpoint(path, params=model, opt_state=opt_state)
     assert state["epoch"] == 39
     assert os.listdir(tmp_path) == ["run.ckpt"]
+
+
+# --- the writer's smaller promises -----------------------------------------------------------------
+
+
+def test_missing_folders_are_created(tmp_path):
+    path = files.atomic_write_bytes(tmp_path / "a" / "b" / "f.bin", b"x")
+    assert path.read_bytes() == b"x"
+
+
+def test_a_ctrl_c_during_a_write_leaves_the_old_file_and_stays_a_ctrl_c(tmp_path, monkeypatch):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+
+    def interrupted(fd, data):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        files.atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.bin"]
+
+
+def test_a_file_appearing_meanwhile_is_refused_as_what_it_is(tmp_path, monkeypatch):
+    path = tmp_path / "f.bin"
+    real_fsync = os.fsync
+
+    def fsync_then_a_fifo_appears(fd):
+        real_fsync(fd)
+        if not path.exists():
+            os.mkfifo(path)
+
+    monkeypatch.setattr(os, "fsync", fsync_then_a_fifo_appears)
+    with pytest.raises(ValueError, match="FIFO"):
+        files.atomic_write_bytes(path, b"new")
+    assert os.listdir(tmp_path) == ["f.bin"]  # the FIFO, and no temporary
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="sends a signal to this thread")
+def test_ctrl_c_is_held_back_until_the_block_ends():
+    with pytest.raises(KeyboardInterrupt):
+        with files.interrupts_held() as received:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            for _ in range(1000):  # Python runs the handler between bytecodes: here, inside the block
+                pass
+            assert received == [signal.SIGINT]  # recorded, not raised
+    with files.interrupts_held(deliver=False) as received:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        for _ in range(1000):
+            pass
+    assert received == [signal.SIGINT]  # the caller decides; nothing was raised
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _open_in(folder) -> list[str]:
+    """What this process has open inside `folder` (by /proc/self/fd): immune to other threads' descriptors."""
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass  # closed meanwhile
+    return [target for target in targets if target.startswith(str(folder))]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists descriptors in /proc")
+def test_no_descriptor_is_left_open_by_checks_writes_or_refusals(tmp_path, monkeypatch):
+    files.check_output_paths([("--out", tmp_path / "a.bin", 1 << 20), ("--plot", tmp_path / "b.png", 0)])
+    assert os.listdir(tmp_path) == [] and _open_in(tmp_path) == []
+    files.atomic_write_bytes(tmp_path / "c.bin", b"data")
+    assert _open_in(tmp_path) == []
+    # a FIFO swapped in after the name was checked: refused on what was opened, and closed
+    os.mkfifo(tmp_path / "pipe")
+    regular = os.stat(tmp_path / "c.bin")
+    real_stat = os.stat
+    monkeypatch.setattr(
+        os, "stat", lambda path, *a, **k: regular if str(path).endswith("pipe") else real_stat(path, *a, **k)
+    )
+    with pytest.raises(ValueError, match="FIFO"):
+        files.open_regular(tmp_path / "pipe")
+    assert _open_in(tmp_path) == []
+
+
+def test_no_room_names_the_output_and_its_size(tmp_path, monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OSError) as info:
+        files.check_output_paths([("--out", tmp_path / "m.safetensors", 5 << 20)])
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value.strerror).startswith("--out: cannot write") and "5.0 MiB" in info.value.strerror
+    with pytest.raises(OSError, match=r"its 1\.5 MiB "):
+        files.check_output_paths([("--out", tmp_path / "m.safetensors", 3 << 19)])
+    with pytest.raises(OSError, match="its 1,000 bytes "):
+        files.check_output_paths([("--out", tmp_path / "m.safetensors", 1000)])
+
+
+def test_without_allocation_ahead_the_free_space_is_counted(tmp_path, monkeypatch):
+    def unsupported(fd, offset, length):
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    real = os.fstatvfs(os.open(tmp_path, os.O_RDONLY))
+    free_blocks = (3 << 20) // real.f_frsize  # 3 MiB free, by the file system's own count
+
+    class Small:
+        f_bavail, f_frsize = free_blocks, real.f_frsize
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    monkeypatch.setattr(os, "fstatvfs", lambda fd: Small)
+    files.check_output_paths([("--out", tmp_path / "a", 1 << 20), ("--plot", tmp_path / "b", 1 << 20)])  # 2 of 3
+    with pytest.raises(OSError, match=r"--plot: .*no room .*2\.0 MiB.*1\.0 MiB free") as info:
+        files.check_output_paths([("--out", tmp_path / "a", 2 << 20), ("--plot", tmp_path / "b", 2 << 20)])
+    assert info.value.errno == errno.ENOSPC and os.listdir(tmp_path) == []

@@ -382,6 +382,7 @@ def test_bad_settings_are_named_before_training(tmp_path):
     cases = [
         (dict(num_epochs=1, eval_every=5), ValueError, "eval_every needs something to evaluate"),
         (dict(num_epochs=1, max_steps=0), ValueError, "max_steps"),
+        (dict(num_epochs=1, val_loader=val, eval_every=0), ValueError, "eval_every"),
         (dict(), ValueError, "num_epochs, max_steps or both"),
         (
             dict(num_epochs=1, val_loader=val, callbacks=[fm.EarlyStopping("val_los")]),
@@ -448,6 +449,13 @@ def test_early_stopping_never_takes_a_nan_for_the_best_value():
     assert run.stop_reason is not None and "did not improve on 0.4 (step 3) for 2 evaluations" in run.stop_reason
     maximising = fm.EarlyStopping("val_accuracy", patience=1, restore_best=False)
     assert maximising.mode == "max" and fm.EarlyStopping("val_loss").mode == "min"
+    # an equal value is no improvement (min_delta 0), a smaller one by less than min_delta neither
+    run = fm.train.Run({"val_loss": []}, {"val_loss"}, lambda: None)
+    flat = fm.EarlyStopping("val_loss", patience=2, min_delta=0.01, restore_best=False)
+    for value in (0.5, 0.5, 0.495):
+        run.history["val_loss"].append(value)
+        flat.on_evaluation(run)
+    assert flat.best == 0.5 and run.stop_reason is not None
 
 
 def test_the_default_seed_is_zero():
@@ -468,3 +476,49 @@ def test_zero_epochs_trains_nothing():
     assert_close_models(trained, model, rtol=0)
     with pytest.raises(ValueError, match="num_epochs"):
         fm.fit(model, optax.sgd(0.1), [(X, y)], num_epochs=-1, log=None)
+
+
+def test_evaluation_after_every_step():
+    X, y = classification(n=16)
+    val = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=8)
+    _, history = fm.fit(
+        fm.NeuralNetwork(4, 3, key=jax.random.key(0)),
+        optax.sgd(0.1),
+        batches_of(X, y, 4),
+        num_epochs=2,
+        val_loader=val,
+        eval_every=1,
+        log=None,
+    )
+    assert history["eval_step"] == list(range(1, 9)) and len(history["val_loss"]) == 8
+
+
+def test_the_progress_bar_of_a_resumed_run_starts_where_the_run_stopped(tmp_path, capsys):
+    X, y = classification(n=32)
+    batches = batches_of(X, y, 8)  # 4 steps an epoch
+    path = str(tmp_path / "run.ckpt")
+    model = fm.NeuralNetwork(4, 3, key=jax.random.key(0))
+    fm.fit(model, optax.sgd(0.1), batches, num_epochs=3, max_steps=6, log=None, checkpoint=path)
+    capsys.readouterr()
+    fm.fit(model, optax.sgd(0.1), batches, num_epochs=3, log=None, checkpoint=path, resume=True, progress=True)
+    bar = capsys.readouterr().err
+    assert " 6/12 " in bar and " 12/12 " in bar and " 0/12 " not in bar
+
+
+def test_resuming_with_other_callbacks_is_refused(tmp_path):
+    X, y = classification(n=32)
+    val = fm.DataLoader(fm.ArrayDataset(X, y), batch_size=16)
+    path = str(tmp_path / "run.ckpt")
+    model = fm.NeuralNetwork(4, 3, key=jax.random.key(0))
+    options = dict(val_loader=val, log=None, checkpoint=path)
+    fm.fit(model, optax.sgd(0.1), batches_of(X, y, 8), num_epochs=1, callbacks=[fm.EarlyStopping()], **options)
+    with pytest.raises(fm.CheckpointError, match="written with 1 callbacks, this run has 2"):
+        fm.fit(
+            model,
+            optax.sgd(0.1),
+            batches_of(X, y, 8),
+            num_epochs=2,
+            resume=True,
+            callbacks=[fm.EarlyStopping(), fm.EarlyStopping("val_accuracy")],
+            **options,
+        )

@@ -162,3 +162,78 @@ def test_bad_constructor_arguments_name_the_argument(kwargs, error, match):
         fm.NeuralNetwork(2, 2, key=jax.random.key(0), **kwargs)
     with pytest.raises(ValueError, match="num_inputs must be a positive int"):
         fm.NeuralNetwork(0, 2, key=jax.random.key(0))
+
+
+def test_every_layer_is_drawn_from_its_own_key():
+    # Layers of one shape: drawn from one key they would be equal, element for element. As in torch, each
+    # layer's numbers are independent draws: pairwise correlations near 0 (|r| < 0.3 for 64 values each;
+    # shared keys give r = 1).
+    model = fm.NeuralNetwork(8, 8, key=jax.random.key(0), hidden=(8, 8))
+    weights = [np.asarray(layer.weight).ravel() for layer in model.layers[::2]]
+    biases = [np.asarray(layer.bias).ravel() for layer in model.layers[::2]]
+    for values in (weights, biases):
+        for i in range(len(values)):
+            for j in range(i + 1, len(values)):
+                assert not np.array_equal(values[i], values[j])
+        if len(values[0]) > 8:
+            assert np.abs(np.corrcoef(values)[np.triu_indices(len(values), 1)]).max() < 0.3
+    # and a layer's weight and bias are not drawn from one key either (the bias is not the weight's first row)
+    for layer in model.layers[::2]:
+        assert not np.allclose(np.asarray(layer.bias), np.asarray(layer.weight)[0])
+
+
+def test_dropout_draws_one_mask_per_row(torch):
+    # torch's Dropout zeroes each element of a batch independently: identical rows come out different.
+    with torch.no_grad():
+        reference = torch.nn.Dropout(0.5).train()(torch.ones(64, 30))
+    assert len({tuple(row) for row in reference.numpy().tolist()}) == 64
+    model = fm.NeuralNetwork(4, 2, key=jax.random.key(0), dropout=0.5)
+    out = np.asarray(model(jnp.ones((64, 4)), key=jax.random.key(1)))
+    assert len({tuple(row) for row in out.tolist()}) == 64  # one mask for the batch would give 1
+
+
+@pytest.mark.parametrize(
+    "num_inputs, num_outputs, hidden",
+    [(50, 3, None), (2, 2, (30, 20)), (1, 1, (1,)), (3, 4, (5, 1, 2)), (7, 2, ())],
+)
+def test_sizes_computed_without_building_are_torchs(torch, num_inputs, num_outputs, hidden):
+    from fundamentals.nn import parameter_count, parameter_shapes
+
+    sizes = (num_inputs, *((30, 20) if hidden is None else hidden), num_outputs)
+    layers = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
+    reference = torch.nn.Sequential(*layers[:-1])
+    theirs = {f"layers.{k}": tuple(v.shape) for k, v in reference.state_dict().items()}
+    extra = {} if hidden is None else {"hidden": hidden}
+    assert parameter_shapes(num_inputs, num_outputs, **extra) == theirs
+    expected = sum(p.numel() for p in reference.parameters())
+    assert parameter_count(num_inputs, num_outputs, **extra) == expected
+    model = fm.NeuralNetwork(num_inputs, num_outputs, key=jax.random.key(0), **extra)  # sizes of 1 are sizes
+    assert fm.count_parameters(model) == expected
+    assert {k: v.shape for k, v in fm.state_dict(model).items()} == theirs
+
+
+def test_every_leaf_of_the_model_is_a_parameter_array():
+    # As torch's model.parameters(): optimizers and jax.grad see arrays only, never the layer sizes.
+    model = fm.NeuralNetwork(3, 2, key=jax.random.key(0), hidden=(4, 5))
+    leaves = jax.tree_util.tree_leaves(model)
+    assert len(leaves) == 6 and all(isinstance(leaf, jax.Array) for leaf in leaves)
+
+
+def test_each_layer_is_drawn_as_by_hand_from_its_split_key():
+    # The scheme, drawn here in plain JAX: one key per Linear from jax.random.split(key, layers), then
+    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the weight and the bias from that key's two halves, as
+    # torch.nn.Linear draws its bounds.
+    key = jax.random.key(42)
+    model = fm.NeuralNetwork(3, 2, key=key, hidden=(4, 5))
+    sizes = (3, 4, 5, 2)
+    for layer_key, layer, (fan_in, fan_out) in zip(
+        jax.random.split(key, 3), model.layers[::2], zip(sizes[:-1], sizes[1:])
+    ):
+        weight_key, bias_key = jax.random.split(layer_key)
+        bound = 1 / np.sqrt(fan_in)
+        weight = jax.random.uniform(weight_key, (fan_out, fan_in), minval=-bound, maxval=bound)
+        bias = jax.random.uniform(bias_key, (fan_out,), minval=-bound, maxval=bound)
+        np.testing.assert_array_equal(np.asarray(layer.weight), np.asarray(weight))
+        np.testing.assert_array_equal(np.asarray(layer.bias), np.asarray(bias))

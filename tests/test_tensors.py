@@ -95,3 +95,15 @@ def test_from_numpy_copies_an_aligned_array():
     converted = fm.from_numpy(array)
     array[:] = -1.0
     np.testing.assert_array_equal(np.asarray(converted), np.arange(16, dtype=np.float32))
+
+
+@pytest.mark.parametrize("data", [[True, 2], [2, True], [[True], [3]], [True, 2.5], [[1.5], [False]], [True, False]])
+def test_bools_mixed_with_numbers_take_torchs_dtype(torch, data):
+    theirs = torch.tensor(data)
+    ours = fm.tensor(data)
+    assert np.asarray(ours).tolist() == theirs.tolist()  # [True, 2] is [1, 2], as in torch
+    kind = str(theirs.dtype).removeprefix("torch.")
+    if kind == "int64":
+        assert ours.dtype == fm.default_int_dtype()
+    else:
+        assert ours.dtype == np.dtype(kind)

@@ -18,7 +18,7 @@ import time
 from importlib import metadata
 from typing import Any
 
-from .._files import atomic_write_bytes, check_output_path
+from .._files import atomic_write_bytes, check_output_paths, describe
 from .common import (
     CONFIG,
     SECTIONS,
@@ -311,9 +311,13 @@ def _check_output_path(option: str, path: str, suffix: str | None = None) -> Non
     if not os.path.isdir(folder):
         raise BenchError(f"{option} folder does not exist: {folder}")
     try:  # a folder, a device or FIFO, or a folder we cannot write to: refused before the benchmark runs
-        check_output_path(path)
+        check_output_paths([(option, path, 0)])
     except (OSError, ValueError) as error:
-        raise BenchError(f"{option}: {error}") from None
+        raise BenchError(describe(error)) from None
+
+
+def _write_json(results: dict, path: str) -> None:
+    atomic_write_bytes(path, json.dumps(results, indent=1).encode("utf-8"))
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -335,12 +339,14 @@ def run_command(args: argparse.Namespace) -> int:
         sections = SECTIONS if args.benchmark == "all" else (args.benchmark,)
         results = run_benchmarks(sections, quick=args.quick, torch_compile=args.torch_compile)
         print(format_report(results))
-        if args.json:
-            atomic_write_bytes(args.json, json.dumps(results, indent=1).encode("utf-8"))
-            progress(f"wrote {args.json}")
-        if args.plot:
-            plot(results, args.plot)
-            progress(f"wrote {args.plot}")
+        for option, write in (("--json", _write_json), ("--plot", plot)):
+            path = getattr(args, option[2:])
+            if path:
+                try:  # a full or read-only disk: one line; the report above is complete, the old file intact
+                    write(results, path)
+                except OSError as error:
+                    raise BenchError(f"{option}: {describe(error)} (the report above is complete)") from None
+                progress(f"wrote {path}")
     except BenchError as error:
         print(f"fundamentals bench: error: {error}", file=sys.stderr)
         return 2
