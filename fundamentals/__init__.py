@@ -2,7 +2,7 @@
 
 Tensors are immutable `jax.Array`s, `jax.grad` replaces autograd, the network is an Equinox
 module, Optax runs SGD, and a NumPy batch iterator reproduces `torch.utils.data.DataLoader`.
-Public names are re-exported here; nothing is defined here.
+Public names are re-exported here; nothing else is defined here.
 
 Each name is imported from its module the first time it is used (`fundamentals.fit` imports
 `fundamentals.train`, and JAX with it), as NumPy and SciPy import their submodules: so
@@ -10,6 +10,8 @@ Each name is imported from its module the first time it is used (`fundamentals.f
 installation that lacks a dependency instead of failing to import it.
 """
 
+import sys
+import types
 from typing import TYPE_CHECKING
 
 from . import _startup  # noqa: F401 - first: Ctrl-C while the command imports JAX exits with one line
@@ -37,7 +39,7 @@ _EXPORTS = {
     "default_convert": "data",
     "get_worker_info": "data",
     "toy_data": "datasets",
-    "init_distributed": "launch",
+    "init_distributed": "distributed",
     "launch": "launch",
     "binary_cross_entropy": "losses",
     "check_labels": "losses",
@@ -113,8 +115,10 @@ if TYPE_CHECKING:
     from .datasets import (
         toy_data as toy_data,
     )
-    from .launch import (
+    from .distributed import (
         init_distributed as init_distributed,
+    )
+    from .launch import (
         launch as launch,
     )
     from .losses import (
@@ -193,6 +197,22 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value  # the next look-up finds it without coming here
     return value
+
+
+class _Package(types.ModuleType):
+    """The package's module type: a public name stays the function when its module of the same name is imported.
+
+    `import fundamentals.launch` makes Python set the package's attribute `launch` to the module
+    `fundamentals/launch.py`; `fm.launch` is the function `launch` all the same.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __dir__() -> list[str]:

@@ -1,5 +1,7 @@
-"""Safe files: every file this library writes goes through `atomic_write_bytes`, every file it reads
-by content through `open_regular`.
+"""Safe files: written atomically (`atomic_write_bytes`), read only when regular (`open_regular`).
+
+Every file this library writes goes through `atomic_write_bytes`, every file it reads by
+content through `open_regular`.
 
 A write goes to a temporary file in the target's folder, is flushed to disk (`fsync`), and is
 then moved over the target with `os.replace`, whose folder is flushed in turn, so a crash

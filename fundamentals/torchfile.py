@@ -550,7 +550,7 @@ class _Unpickler:
             )
         return found
 
-    def load(self) -> Any:  # one branch per instruction, the frequent ones first, as in pickle.py and torch
+    def load(self) -> Any:  # one branch per frequent instruction (the rest: _load_rare), as in pickle.py and torch
         read = self.read
         budget, charge = self.budget, self.budget.charge
         stack: list[Any] = []
@@ -644,55 +644,61 @@ class _Unpickler:
             elif op == _APPEND:
                 item = stack.pop()
                 _list(stack[-1]).append(item)
-            elif op == _BININT:
-                append(unpack("<i", read(4))[0])
-            elif op == _BININT2:
-                append(unpack("<H", read(2))[0])
-            elif op == _BINFLOAT:
-                append(unpack(">d", read(8))[0])
-            elif op == _LONG1:
-                size = read(1)[0]
-                data = read(size)
-                if len(data) != size:
-                    raise TorchFileError(f"the pickle is truncated: an integer of {size} bytes has {len(data)}")
-                append(pickle.decode_long(data))
-            elif op == _LONG_BINPUT:
-                memo[unpack("<I", read(4))[0]] = stack[-1]
-            elif op == _LONG_BINGET:
-                (index,) = unpack("<I", read(4))
-                if index not in memo:
-                    raise TorchFileError(f"the pickle refers to memo entry {index}, which it never stored")
-                append(memo[index])
-            elif op == _SHORT_BINSTRING:
-                size = read(1)[0]
-                data = read(size)
-                if len(data) != size:
-                    raise TorchFileError(f"the pickle is truncated: a string of {size} bytes has {len(data)}")
-                append(data.decode("utf-8"))
-            elif op == _EMPTY_SET:
-                append(set())
-            elif op == _NEWOBJ:
-                args = stack.pop()
-                cls = stack.pop()
-                _refuse_unsupported(cls)
-                if not isinstance(cls, _Global) or cls.new is None or not isinstance(args, tuple):
-                    raise UnsafeFileError(
-                        f"the pickle creates an object of {_brief(cls)}, which weights-only loading refuses"
-                    )
-                append(cls.new(*args))
-            elif op == _BUILD:
-                state = stack.pop()
-                _build(stack[-1], state)
-            elif op == _PROTO:
-                read(1)
             elif op == _STOP:
                 charge(0, "the pickle")
                 return stack.pop()
             else:
-                raise TorchFileError(
-                    f"it uses pickle instruction {key!r} ({_OP_NAMES.get(op, 'unknown')}), which "
-                    "torch.load(weights_only=True) does not read either"
+                self._load_rare(op, key, stack, memo)
+
+    def _load_rare(self, op: int, key: bytes, stack: list[Any], memo: dict[int, Any]) -> None:
+        """`load`'s less frequent instructions, on the current stack (after a MARK, the new one)."""
+        read, unpack = self.read, struct.unpack
+        if op == _BININT:
+            stack.append(unpack("<i", read(4))[0])
+        elif op == _BININT2:
+            stack.append(unpack("<H", read(2))[0])
+        elif op == _BINFLOAT:
+            stack.append(unpack(">d", read(8))[0])
+        elif op == _LONG1:
+            size = read(1)[0]
+            data = read(size)
+            if len(data) != size:
+                raise TorchFileError(f"the pickle is truncated: an integer of {size} bytes has {len(data)}")
+            stack.append(pickle.decode_long(data))
+        elif op == _LONG_BINPUT:
+            memo[unpack("<I", read(4))[0]] = stack[-1]
+        elif op == _LONG_BINGET:
+            (index,) = unpack("<I", read(4))
+            if index not in memo:
+                raise TorchFileError(f"the pickle refers to memo entry {index}, which it never stored")
+            stack.append(memo[index])
+        elif op == _SHORT_BINSTRING:
+            size = read(1)[0]
+            data = read(size)
+            if len(data) != size:
+                raise TorchFileError(f"the pickle is truncated: a string of {size} bytes has {len(data)}")
+            stack.append(data.decode("utf-8"))
+        elif op == _EMPTY_SET:
+            stack.append(set())
+        elif op == _NEWOBJ:
+            args = stack.pop()
+            cls = stack.pop()
+            _refuse_unsupported(cls)
+            if not isinstance(cls, _Global) or cls.new is None or not isinstance(args, tuple):
+                raise UnsafeFileError(
+                    f"the pickle creates an object of {_brief(cls)}, which weights-only loading refuses"
                 )
+            stack.append(cls.new(*args))
+        elif op == _BUILD:
+            state = stack.pop()
+            _build(stack[-1], state)
+        elif op == _PROTO:
+            read(1)
+        else:
+            raise TorchFileError(
+                f"it uses pickle instruction {key!r} ({_OP_NAMES.get(op, 'unknown')}), which "
+                "torch.load(weights_only=True) does not read either"
+            )
 
 
 # The instructions torch's weights-only unpickler reads (torch/_weights_only_unpickler.py), as ints.
@@ -757,6 +763,7 @@ def _finish(obj):
         known = done.get(id(value))
         if known is not None:
             return known
+        result: Any
         if isinstance(value, _Tensor):
             result = value.array
         elif isinstance(value, _Storage):

@@ -188,7 +188,7 @@ def test_bad_launcher_environment_names_the_variable(monkeypatch, env, variable)
 
 
 def test_coordinator_port_is_master_port_plus_one():
-    from fundamentals.launch import torchrun_environment
+    from fundamentals.distributed import torchrun_environment
 
     base = {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "localhost", "MASTER_PORT": "29500"}
     assert torchrun_environment(base).coordinator_address == "127.0.0.1:29501"  # torchrun's store has 29500

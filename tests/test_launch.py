@@ -16,6 +16,7 @@ import fundamentals as fm
 from .workers import launch_workers as workers
 
 launch_module = importlib.import_module("fundamentals.launch")  # the module: fm.launch is the function
+distributed_module = importlib.import_module("fundamentals.distributed")
 
 HANG_GUARD = 180  # seconds; only so a broken build cannot hang the suite, never an assertion
 
@@ -26,9 +27,9 @@ def recorded_initialize(monkeypatch):
     calls = []
     monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
     monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
-    monkeypatch.setattr(launch_module, "_backend_started", lambda: False)  # this process's JAX runs already
-    monkeypatch.setattr(launch_module, "_use_gloo_on_cpu", lambda: None)  # leave this process's config alone
-    monkeypatch.setattr(launch_module, "_wait_for_coordinator", lambda *args: None)  # no rank 0 to wait for
+    monkeypatch.setattr(distributed_module, "_backend_started", lambda: False)  # this process's JAX runs already
+    monkeypatch.setattr(distributed_module, "_use_gloo_on_cpu", lambda: None)  # leave this process's config alone
+    monkeypatch.setattr(distributed_module, "_wait_for_coordinator", lambda *args: None)  # no rank 0 to wait for
     for name in (
         "JAX_LOCAL_DEVICE_IDS",
         "JAX_COORDINATOR_ADDRESS",
@@ -179,11 +180,11 @@ def test_waiting_for_the_coordinator_polls_without_spinning(monkeypatch):
         sleeps.append(seconds)
         clock[0] += seconds
 
-    monkeypatch.setattr(launch_module.socket, "create_connection", connect)
-    monkeypatch.setattr(launch_module.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(launch_module.time, "sleep", sleep)
+    monkeypatch.setattr(distributed_module.socket, "create_connection", connect)
+    monkeypatch.setattr(distributed_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(distributed_module.time, "sleep", sleep)
     with pytest.raises(RuntimeError, match=r"rank 1 of 2 could not reach JAX's coordinator at 127\.0\.0\.1:5 "):
-        launch_module._wait_for_coordinator("127.0.0.1:5", 1.0, 1, 2)
+        distributed_module._wait_for_coordinator("127.0.0.1:5", 1.0, 1, 2)
     assert attempts[0] == ("127.0.0.1", 5)
     assert 5 <= len(attempts) <= 11 and set(sleeps) == {0.1}  # about every 0.1 s, not in a tight loop
 
@@ -191,7 +192,7 @@ def test_waiting_for_the_coordinator_polls_without_spinning(monkeypatch):
 def test_rank_0_listens_on_loopback_only_when_all_ranks_are_local(recorded_initialize, monkeypatch):
     for name, value in dict(RANK="0", WORLD_SIZE="2", MASTER_ADDR="localhost", JAX_COORDINATOR_PORT="29400").items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(launch_module, "_check_coordinator_port", lambda bind, address: None)
+    monkeypatch.setattr(distributed_module, "_check_coordinator_port", lambda bind, address: None)
     fm.init_distributed()
     monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
     fm.init_distributed()
@@ -221,11 +222,11 @@ def test_without_a_launcher_jax_detects_the_cluster_or_one_process_runs(recorded
 
 
 def test_the_coordinator_port_stays_a_port_at_the_top_of_the_range():
-    environment = launch_module.torchrun_environment(
+    environment = distributed_module.torchrun_environment(
         {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "65535"}
     )
     assert environment.coordinator_address == "h:65534"  # torchrun's store has 65535; 65536 is no port
-    environment = launch_module.torchrun_environment(
+    environment = distributed_module.torchrun_environment(
         {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "65534"}
     )
     assert environment.coordinator_address == "h:65535"

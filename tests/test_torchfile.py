@@ -560,9 +560,10 @@ def test_convert_refuses_with_one_line_and_writes_nothing(torch, tmp_path, capsy
 
 
 def test_bench_reads_the_same_file_with_both_readers(torch):
-    from fundamentals.bench.files import bench_torch_load, format_table
+    from fundamentals.bench.files import bench_torch_load
+    from fundamentals.bench.report import format_files_table
 
     result = bench_torch_load(size_mb=4, repeats=1)
     assert result["tensors"] == 1 and 4.0 <= result["size_mb"] < 4.1  # one 1024 x 1024 float32 matrix
     assert result["ratio"] == result["fundamentals"]["median_s"] / result["torch"]["median_s"]
-    assert "fm.torch_load(path)" in format_table(result)
+    assert "fm.torch_load(path)" in "\n".join(format_files_table(result))

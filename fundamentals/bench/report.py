@@ -343,7 +343,7 @@ def format_loader_table(result: LoaderResult) -> list[str]:
     return [*lines, *_python_work_table(result)]
 
 
-def _files_table(result: FilesResult) -> list[str]:
+def format_files_table(result: FilesResult) -> list[str]:
     """`files.bench_torch_load`'s result as Markdown."""
     if "missing" in result:
         return ["PyTorch is not installed: nothing to compare with."]
@@ -383,7 +383,7 @@ def format_report(results: Results) -> str:
         elif name == "loader" and "loader" in results:
             lines += ["## loader", "", *format_loader_table(results["loader"])]
         elif name == "files" and "files" in results:
-            lines += ["## files: reading a .pth without torch", "", *_files_table(results["files"])]
+            lines += ["## files: reading a .pth without torch", "", *format_files_table(results["files"])]
         elif name == "compile" and "compile" in results:
             lines += _compile_table(results["compile"])
         else:

@@ -1,4 +1,4 @@
-"""The benchmark's runner: each section's worker processes, the machine, the performance goals, the command.
+"""The benchmark's runner: each section's worker processes, the machine, the command.
 
 `run_benchmarks` starts the workers (`common.run_worker`), merges the JAX and PyTorch figures of
 a section and computes what compares them (speed-ups, FLOP rates, the GPU crossover);
@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
@@ -23,12 +24,25 @@ from .common import (
     CONFIG,
     SECTIONS,
     BenchError,
-    count_parameters,
     gpu_peak_tflops,
     progress,
     run_worker,
 )
 from .plots import plot
+from .records import (
+    CompileMedians,
+    CompileRun,
+    CompileSection,
+    Figure,
+    JaxInfo,
+    Machine,
+    MatmulResult,
+    MatmulSection,
+    Results,
+    TorchInfo,
+    TrainingResult,
+    TrainingSection,
+)
 from .report import format_report
 
 __all__ = ["SECTIONS", "run_benchmarks", "run_command"]
@@ -37,53 +51,66 @@ __all__ = ["SECTIONS", "run_benchmarks", "run_command"]
 PEERS = {"equinox": "Equinox", "flax": "Flax NNX", "keras": "Keras 3 on JAX"}
 
 
-def _training_section(kind: str, cfg: dict) -> dict:
+def _training_section(kind: str, cfg: dict[str, Any]) -> TrainingSection:
     progress(f"{kind}: JAX")
     ours = run_worker(f"jax-{kind}", cfg)
     progress(f"{kind}: PyTorch")
     theirs = run_worker(f"torch-{kind}", cfg)
-    section: dict[str, Any] = {"config": cfg, "jax": ours, "torch": None if "missing" in theirs else theirs}
+    section: TrainingSection = {"config": cfg, "jax": ours, "torch": None if "missing" in theirs else theirs}
     if kind == "tiny":
         # On a CPU each jitted call is handed to a worker thread; waking it costs more than this step's math.
         progress(f"{kind}: JAX, synchronous CPU dispatch")
         section["jax_sync"] = run_worker("jax-tiny-sync", cfg)
+    workers: dict[str, TrainingResult | None] = {
+        "jax": ours,
+        "jax_sync": section.get("jax_sync"),
+        "torch": section["torch"],
+    }
     for peer, name in PEERS.items():
         progress(f"{kind}: {name}")
-        section[peer] = run_worker(f"{peer}-{kind}", cfg)
-    figures: dict[str, dict[str, Any]] = {}
-    for framework in ("jax", "jax_sync", "torch", *PEERS):
-        if section.get(framework) is not None:
-            for name, figure in section[framework].pop("figures").items():
+        workers[peer] = section[peer] = run_worker(f"{peer}-{kind}", cfg)  # type: ignore[literal-required]
+    figures: dict[str, Figure] = {}
+    for framework, worker in workers.items():
+        if worker is not None:
+            for name, figure in worker.pop("figures", {}).items():
                 figures[name] = {**figure, "framework": framework}
-    baseline = figures.get("eager_step", {}).get("seconds_per_step")
+
+    def seconds(name: str) -> float | None:
+        figure = figures.get(name)
+        return None if figure is None else figure.get("seconds_per_step")
+
+    baseline = seconds("eager_step")
     for figure in figures.values():
         if "seconds_per_step" in figure:
             figure["speedup_vs_torch_eager"] = None if baseline is None else baseline / figure["seconds_per_step"]
     if "fit_book_class" in figures:
         # The same dataset class through each framework's loop: what a reader of the book gains.
-        book_loop_seconds = figures.get("eager_loop_book_class", {}).get("seconds_per_step")
+        book_loop_seconds = seconds("eager_loop_book_class")
         figures["fit_book_class"]["speedup_vs_torch_book_loop"] = (
             None if book_loop_seconds is None else book_loop_seconds / figures["fit_book_class"]["seconds_per_step"]
         )
     if "fit_eval" in figures:
         # The book's chapter-5 loop, evaluation every N steps, in each framework.
-        eval_loop_seconds = figures.get("eager_loop_eval", {}).get("seconds_per_step")
+        eval_loop_seconds = seconds("eager_loop_eval")
         fit_eval = figures["fit_eval"]
         fit_eval["speedup_vs_torch_eval_loop"] = (
             None if eval_loop_seconds is None else eval_loop_seconds / fit_eval["seconds_per_step"]
         )
-        without = figures.get("fit_fused", {}).get("seconds_per_step")
+        without = seconds("fit_fused")
         fit_eval["cost_vs_no_evaluation"] = None if without is None else fit_eval["seconds_per_step"] / without
     if kind == "wide":
-        parameters = count_parameters([cfg["inputs"], *cfg["hidden"], cfg["outputs"]])
+        from ..nn import parameter_count  # the library's own count of the book's network
+
+        parameters = parameter_count(cfg["inputs"], cfg["outputs"], cfg["hidden"])
         flops = 6 * parameters * cfg["batch_size"]
-        section.update(parameters=parameters, flops_per_step=flops)
+        section["parameters"], section["flops_per_step"] = parameters, flops
         for figure in figures.values():
             if "seconds_per_step" not in figure:
                 continue
-            worker = section[figure["framework"]]
+            worker = workers[figure["framework"]]
+            assert worker is not None  # it printed this figure
             # Equinox, Flax and Keras run on JAX: their share is of JAX's matmul rate.
-            rate = (worker.get("matmul") or section["jax"]["matmul"])["gflops"]
+            rate = (worker.get("matmul") or ours["matmul"])["gflops"]
             figure["samples_per_second"] = cfg["batch_size"] / figure["seconds_per_step"]
             figure["gflops"] = flops / figure["seconds_per_step"] / 1e9
             figure["percent_of_matmul_rate"] = 100 * figure["gflops"] / rate
@@ -94,26 +121,30 @@ def _training_section(kind: str, cfg: dict) -> dict:
     return section
 
 
-def _device_kind(info: dict) -> str | None:
+def _device_kind(info: JaxInfo | TorchInfo) -> str | None:
     """The GPU model a worker ran on (JAX's `device_kind`, torch's device name), or None on a CPU."""
-    if "devices" in info:
-        device = info["devices"][0]
+    devices = info.get("devices")
+    if isinstance(devices, list):
+        device = devices[0]
         return device["device_kind"] if device["platform"] == "gpu" else None
-    return info.get("device_kind")
+    kind = info.get("device_kind")
+    return kind if isinstance(kind, str) else None
 
 
-def _matmul_section(cfg: dict) -> dict:
+def _matmul_section(cfg: dict[str, Any]) -> MatmulSection:
     progress("matmul: JAX")
-    ours = run_worker("jax-matmul", cfg)
+    ours: MatmulResult = run_worker("jax-matmul", cfg)
     progress("matmul: PyTorch")
     theirs = run_worker("torch-matmul", cfg)
-    section: dict[str, Any] = {
+    section: MatmulSection = {
         "config": cfg,
         "jax": ours,
         "torch": None if "missing" in theirs else theirs,
         "gpu_wins_from": {},
+        "has_gpu": "gpu" in ours["platforms"],
     }
-    for name, result in (("jax", ours), ("torch", section["torch"])):
+    results: tuple[tuple[str, MatmulResult | None], ...] = (("jax", ours), ("torch", section["torch"]))
+    for name, result in results:
         if result is None or "gpu" not in result["platforms"]:
             section["gpu_wins_from"][name] = None
             continue
@@ -125,31 +156,37 @@ def _matmul_section(cfg: dict) -> dict:
                 break
             wins_from = row_gpu["shape"]
         section["gpu_wins_from"][name] = wins_from
-    section["has_gpu"] = "gpu" in ours["platforms"]
     return section
 
 
-def _compile_section(cfg: dict) -> dict:
-    runs: dict[str, list[dict]] = {"cold": [], "warm": []}
+def _compile_section(cfg: dict[str, Any]) -> CompileSection:
+    runs: dict[str, list[CompileRun]] = {"cold": [], "warm": []}
     for pair in range(cfg["pairs"]):
         with tempfile.TemporaryDirectory() as cache_dir:
             for which in ("cold", "warm"):
                 progress(f"compile: {which} cache, fresh process ({pair + 1}/{cfg['pairs']})")
                 start = time.perf_counter()
-                result = run_worker("jax-compile", {"cache_dir": cache_dir})
+                result: CompileRun = run_worker("jax-compile", {"cache_dir": cache_dir})
                 result["process_seconds"] = time.perf_counter() - start
                 runs[which].append(result)
-    section: dict = {"config": cfg, "runs": runs}
-    for which, results in runs.items():
-        section[which] = {
-            key: statistics.median(r[key] for r in results)
-            for key in ("process_seconds", "trace_seconds", "lower_seconds", "compile_seconds", "first_step_seconds")
+
+    def medians(results: list[CompileRun]) -> CompileMedians:
+        def median(key: str) -> float:
+            return statistics.median(float(r[key]) for r in results)  # type: ignore[literal-required]
+
+        return {
+            "process_seconds": median("process_seconds"),
+            "trace_seconds": median("trace_seconds"),
+            "lower_seconds": median("lower_seconds"),
+            "compile_seconds": median("compile_seconds"),
+            "first_step_seconds": median("first_step_seconds"),
+            "cache_hits": min(r["cache_hits"] for r in results),
         }
-        section[which]["cache_hits"] = min(r["cache_hits"] for r in results)
-    return section
+
+    return {"config": cfg, "runs": runs, "cold": medians(runs["cold"]), "warm": medians(runs["warm"])}
 
 
-def _machine(results: dict) -> dict:
+def _machine(results: Results) -> Machine:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -165,7 +202,7 @@ def _machine(results: dict) -> dict:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    machine = {
+    machine: Machine = {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -173,16 +210,19 @@ def _machine(results: dict) -> dict:
         "python": platform.python_version(),
         "versions": versions,
     }
-    for section in results.values():
-        if isinstance(section, dict) and isinstance(section.get("jax"), dict) and "info" in section["jax"]:
-            machine["jax_devices"] = section["jax"]["info"]["devices"]
-        if isinstance(section, dict) and isinstance(section.get("torch"), dict) and "info" in section["torch"]:
-            machine["torch_device"] = section["torch"]["info"]
+    ran = []
+    for name in ("tiny", "wide", "matmul"):
+        section = results.get(name)
+        if not isinstance(section, dict):
+            continue
+        jax_side, torch_side = section.get("jax"), section.get("torch")
+        if isinstance(jax_side, dict) and "info" in jax_side:
+            machine["jax_devices"] = jax_side["info"]["devices"]
+        if isinstance(torch_side, dict) and "info" in torch_side:
+            machine["torch_device"] = torch_side["info"]
+        ran.append(torch_side is not None)
     if "compile" in results and "jax_devices" not in machine:
         machine["jax_devices"] = results["compile"]["runs"]["cold"][0]["info"]["devices"]
-    ran = [
-        section["torch"] is not None for section in results.values() if isinstance(section, dict) and "torch" in section
-    ]
     if "loader" in results:
         ran.append(results["loader"]["torch_version"] is not None)
     # None: no benchmark tried to import torch (compile only).
@@ -190,57 +230,7 @@ def _machine(results: dict) -> dict:
     return machine
 
 
-def _targets(results: dict) -> list[dict]:
-    """The project's performance goals (set for a 2-core CPU), each with the figure it was checked against."""
-    targets = []
-
-    def add(name: str, value, goal: float, unit: str, higher_is_better: bool = True):
-        if value is None:
-            return
-        met = value >= goal if higher_is_better else value <= goal
-        targets.append(
-            {
-                "target": name,
-                "measured": value,
-                "goal": goal,
-                "unit": unit,
-                "met": met,
-                "higher_is_better": higher_is_better,
-            }
-        )
-
-    tiny = results.get("tiny")
-    if tiny and tiny["torch"]:
-        figures = tiny["figures"]
-        add("tiny: fit(fused=True) vs PyTorch eager step", figures["fit_fused"]["speedup_vs_torch_eager"], 60, "×")
-        add("tiny: fit(fused=False) vs PyTorch eager step", figures["fit_per_step"]["speedup_vs_torch_eager"], 10, "×")
-        add(
-            "tiny: fit over the book's ToyDataset class vs the book's PyTorch loop over it",
-            figures["fit_book_class"].get("speedup_vs_torch_book_loop"),
-            10,
-            "×",
-        )
-    if tiny and "rerun_cell" in tiny["figures"]:
-        add("tiny: re-run of the book's 3-epoch fit cell", tiny["figures"]["rerun_cell"]["seconds"], 0.1, "s", False)
-    wide = results.get("wide")
-    if wide:
-        figures = wide["figures"]
-        if wide["torch"]:
-            add("wide: fit vs PyTorch eager step", figures["fit_per_step"]["speedup_vs_torch_eager"], 1.4, "×")
-        add("wide: fit, % of JAX's measured matmul rate", figures["fit_per_step"]["percent_of_matmul_rate"], 80, "%")
-    loader = results.get("loader")
-    if loader and loader.get("speedup_vs_torch") is not None:
-        add("loader: epoch vs torch.utils.data.DataLoader", loader["speedup_vs_torch"], 10, "×")
-    files = results.get("files")
-    if files and "ratio" in files:
-        add("files: fm.torch_load time / torch.load(weights_only=True) time", files["ratio"], 1.5, "×", False)
-    compiled = results.get("compile")
-    if compiled:
-        add("compile: warm-cache XLA compile (cache read)", compiled["warm"]["compile_seconds"], 0.05, "s", False)
-    return targets
-
-
-def run_benchmarks(sections, *, quick: bool = False, torch_compile: bool = False) -> dict:
+def run_benchmarks(sections: Sequence[str], *, quick: bool = False, torch_compile: bool = False) -> Results:
     """Run the named sections (each in fresh processes) and return every figure, with the machine.
 
     **Arguments:**
@@ -251,34 +241,36 @@ def run_benchmarks(sections, *, quick: bool = False, torch_compile: bool = False
 
     **Returns:**
 
-    A dict with one entry per section, `"machine"` (CPU model, cores, versions, devices),
-    `"targets"` (the performance goals against the measured figures) and `"seconds"` (wall time).
+    A `records.Results`: one entry per section, `"machine"` (CPU model, cores, versions,
+    devices) and `"seconds"` (wall time).
     """
     config = CONFIG["quick" if quick else "full"]
     repeats = config["repeats"]
     start = time.perf_counter()
-    results: dict = {"quick": quick, "other_processes_cores": {}}
+    results: Results = {"quick": quick, "other_processes_cores": {}}
     for section in sections:
         before = _cpu_snapshot()
         if section in ("tiny", "wide"):
             cfg = {**config[section], "repeats": repeats, "torch_compile": torch_compile}
-            results[section] = _training_section(section, cfg)
+            if section == "tiny":
+                results["tiny"] = _training_section(section, cfg)
+            else:
+                results["wide"] = _training_section(section, cfg)
         elif section == "matmul":
-            results[section] = _matmul_section({**config["matmul"], "repeats": repeats})
+            results["matmul"] = _matmul_section({**config["matmul"], "repeats": repeats})
         elif section == "loader":
             progress("loader: fundamentals.DataLoader and torch.utils.data.DataLoader")
-            results[section] = run_worker("loader", {"quick": quick})
+            results["loader"] = run_worker("loader", {"quick": quick})
         elif section == "files":
             progress("files: reading a .pth, fm.torch_load and torch.load(weights_only=True)")
-            results[section] = run_worker("files", config["files"])
+            results["files"] = run_worker("files", config["files"])
         elif section == "compile":
-            results[section] = _compile_section(config["compile"])
+            results["compile"] = _compile_section(config["compile"])
         else:
             raise BenchError(f"unknown benchmark {section!r}; choose from {', '.join(SECTIONS)}")
         # Other processes on the machine skew timings (PyTorch's spinning OpenMP threads most): keep the evidence.
         results["other_processes_cores"][section] = _cores_used_by_others(before, _cpu_snapshot())
     results["machine"] = _machine(results)
-    results["targets"] = _targets(results)
     results["seconds"] = time.perf_counter() - start
     return results
 
@@ -316,7 +308,7 @@ def _check_output_path(option: str, path: str, suffix: str | None = None) -> Non
         raise BenchError(describe(error)) from None
 
 
-def _write_json(results: dict, path: str) -> None:
+def _write_json(results: Results, path: str) -> None:
     atomic_write_bytes(path, json.dumps(results, indent=1).encode("utf-8"))
 
 
