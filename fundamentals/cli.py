@@ -10,24 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-import jax
-import optax
-
-from . import _limits
-from . import checkpoint as checkpoint_module
-from ._files import check_output_paths, describe, interrupts_held
 from ._startup import restore_default_handler
-from .bench import SECTIONS
-from .bench.runner import run_command
-from .checkpoint import CheckpointError, convert
-from .data import ArrayDataset, DataLoader
-from .datasets import load_dataset
-from .doctor import doctor
-from .launch import launch
-from .nn import NeuralNetwork, count_parameters, parameter_count
-from .samplers import DistributedSampler
-from .sharding import data_mesh
-from .train import TrainingDivergedError, compute_accuracy, fit
+
+# The library is imported by the subcommand that needs it, inside its function: `fundamentals
+# doctor` must run, and name what is missing, on an installation where JAX or Optax cannot be imported.
 
 __all__ = ["main", "build_parser", "enable_compilation_cache", "default_cache_dir"]
 
@@ -47,6 +33,8 @@ def enable_compilation_cache(directory: str | None = None) -> str:
 
     **Returns:** the cache directory.
     """
+    import jax
+
     directory = directory or default_cache_dir()
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
@@ -116,6 +104,8 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 
 def _bounded_layers(sizes: tuple[int, ...]) -> tuple[int, ...]:
+    from . import _limits
+
     try:
         limit = _limits.max_layer_size()
     except ValueError as error:
@@ -127,6 +117,8 @@ def _bounded_layers(sizes: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .bench.records import SECTIONS
+
     parser = _Parser(
         prog="fundamentals",
         description="Appendix A of 'Build a Large Language Model (From Scratch)', in JAX.",
@@ -195,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from .launch import launch
+
     if args.resume and not args.checkpoint:
         raise CLIError("--resume needs --checkpoint PATH")
     if args.plot and not args.plot.lower().endswith(".png"):
@@ -226,6 +220,8 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before training, outputs that could not be written or that would overwrite an input."""
+    from ._files import check_output_paths, describe
+
     outputs = [
         (option, path)
         for option, path in (("--out", args.out), ("--checkpoint", args.checkpoint), ("--plot", args.plot))
@@ -253,6 +249,9 @@ def _same_file(first: str, second: str) -> bool:
 
 def _check_sizes(args: argparse.Namespace, split) -> None:
     """Refuse, before anything is allocated, a network over the documented size limits."""
+    from . import _limits
+    from .nn import parameter_count
+
     num_classes = int(max(split.y_train.max(), split.y_test.max())) + 1
     try:
         _limits.check_parameter_count(parameter_count(split.X_train.shape[1], num_classes, args.hidden), "the network")
@@ -278,6 +277,8 @@ _HEADER_BYTES, _PER_TENSOR_BYTES, _STATE_BYTES, _PLOT_BYTES = 4096, 512, 65536, 
 
 def _output_sizes(args: argparse.Namespace, split) -> dict[str, int]:
     """An upper bound of the bytes each output takes on disk, from the data's and the network's sizes."""
+    from .nn import parameter_count
+
     num_classes = int(max(split.y_train.max(), split.y_test.max())) + 1
     parameters = parameter_count(split.X_train.shape[1], num_classes, args.hidden)
     model = 4 * parameters + _HEADER_BYTES + _PER_TENSOR_BYTES * 2 * (len(args.hidden) + 1)  # float32 arrays
@@ -291,6 +292,8 @@ def _output_sizes(args: argparse.Namespace, split) -> dict[str, int]:
 
 def _check_room(args: argparse.Namespace, split) -> None:
     """Prove, before training, that the disks have room for every output at once (space is allocated, not guessed)."""
+    from ._files import check_output_paths, describe
+
     sizes = _output_sizes(args, split)
     outputs = [
         (option, path, sizes[option])
@@ -315,6 +318,9 @@ def _rank_reason(message: str) -> str:
 
 
 def _load_split(args: argparse.Namespace):
+    from ._files import describe
+    from .datasets import load_dataset
+
     try:
         return load_dataset(args.data, target=args.target, seed=args.seed, log=_progress_line)
     except (OSError, ValueError, ImportError) as error:
@@ -327,6 +333,17 @@ def _progress_line(text: str) -> None:
 
 def _train(rank: int, args: argparse.Namespace, split) -> int:
     """One process of `fundamentals train` (the only one, or rank `rank` of a launched run), on the data read once."""
+    import jax
+    import optax
+
+    from . import checkpoint as checkpoint_module
+    from ._files import describe, interrupts_held
+    from .data import ArrayDataset, DataLoader
+    from .nn import NeuralNetwork, count_parameters
+    from .samplers import DistributedSampler
+    from .sharding import data_mesh
+    from .train import TrainingDivergedError, compute_accuracy, fit
+
     if not args.no_cache:
         enable_compilation_cache()
     distributed = jax.process_count() > 1 or args.devices_per_process > 1
@@ -398,6 +415,9 @@ def _train(rank: int, args: argparse.Namespace, split) -> int:
 
 def _save_outputs(model, history: dict, name: str, args: argparse.Namespace) -> None:
     """Write the model, and the loss curve if asked; a model the disk refuses is saved elsewhere and named."""
+    from . import checkpoint as checkpoint_module
+    from ._files import describe
+
     try:
         saved = checkpoint_module.save_model(model, args.out)
     except OSError as error:
@@ -413,6 +433,9 @@ def _save_outputs(model, history: dict, name: str, args: argparse.Namespace) -> 
 
 def _save_elsewhere(model, out: str) -> str:
     """Save the trained model in the temporary folder, else the home folder; say where (or that it could not be)."""
+    from . import checkpoint as checkpoint_module
+    from ._files import describe
+
     reasons = []
     for folder in dict.fromkeys([tempfile.gettempdir(), os.path.expanduser("~")]):
         spare = None
@@ -444,6 +467,9 @@ def _plot_loss(history: dict, path: str, title: str) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
+    from ._files import describe
+    from .checkpoint import CheckpointError, convert
+
     try:
         count, written = convert(args.source, args.destination)
     except (OSError, CheckpointError, TypeError, ValueError) as error:
@@ -454,10 +480,14 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
+    from .bench.runner import run_command
+
     return run_command(args)
 
 
 def _run_doctor(args: argparse.Namespace) -> int:
+    from .doctor import doctor
+
     return doctor()
 
 

@@ -56,8 +56,16 @@ def _import_name(distribution: str) -> str:
     return top_level[0] if len(top_level) == 1 else distribution.replace("-", "_").lower()
 
 
-def _check_package(name: str, specifier: str, print_fn: Callable[[str], None]) -> ModuleType | None:
-    """Print one package's line; return the imported module if the package is usable."""
+def _check_package(
+    name: str, specifier: str, print_fn: Callable[[str], None], unusable: set[str] | None = None
+) -> ModuleType | None:
+    """Print one package's line; return the imported module if the package is usable.
+
+    `unusable` holds the modules of the packages already found unusable (this one's is added when
+    it is): a package that fails only because it imports one of them is named as such, not as a
+    second thing to reinstall.
+    """
+    unusable = set() if unusable is None else unusable
     wanted = specifier or "any version"
     try:
         version = importlib.metadata.version(name)
@@ -69,9 +77,15 @@ def _check_package(name: str, specifier: str, print_fn: Callable[[str], None]) -
         command = _install_command(name, specifier, "--upgrade ")
         print_fn(f"[FAIL] {name} {version} is too old (needs {wanted}): {command}")
         return None
+    import_name = _import_name(name)
     try:
-        module = importlib.import_module(_import_name(name))
+        module = importlib.import_module(import_name)
     except Exception as error:  # noqa: BLE001 - any failure to import is this package's FAIL line
+        unusable.add(import_name)
+        needed = (getattr(error, "name", None) or "").split(".")[0] if isinstance(error, ImportError) else ""
+        if needed in unusable and needed != import_name:
+            print_fn(f"[----] {name} {version}: not checked, it imports {needed}, which cannot be imported (see above)")
+            return None
         command = _install_command(name, specifier, "--force-reinstall ")
         print_fn(
             f"[FAIL] {name} {version} is installed but cannot be imported ({type(error).__name__}: {error}): {command}"
@@ -120,7 +134,10 @@ def doctor(print_fn: Callable[[str], None] = print) -> int:
     python_spec = requires_python()
     python_ok = _satisfies(platform.python_version(), python_spec) is not False
     print_fn(f"[{'OK' if python_ok else 'FAIL'}] Python {platform.python_version()} ({python_spec or 'any'})")
-    modules = {name: _check_package(name, specifier, print_fn) for name, specifier in MINIMUM_VERSIONS.items()}
+    unusable: set[str] = set()
+    modules = {
+        name: _check_package(name, specifier, print_fn, unusable) for name, specifier in MINIMUM_VERSIONS.items()
+    }
     failures = (not python_ok) + sum(module is None for module in modules.values())
     jax = modules.get("jax")
     if jax is None:

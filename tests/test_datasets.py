@@ -53,15 +53,15 @@ def test_a_large_csv_reads_as_pythons_csv_module_reads_it(tmp_path, monkeypatch)
 def test_train_reads_the_data_once(tmp_path, monkeypatch, capsys):
     write_table(tmp_path / "d.csv", 50)
     calls = []
-    import fundamentals.cli as cli
+    import fundamentals.datasets as datasets
 
-    real = cli.load_dataset
+    real = datasets.load_dataset
 
     def counting(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "load_dataset", counting)
+    monkeypatch.setattr(datasets, "load_dataset", counting)  # what the command imports when it runs
     args = ["train", "--no-cache", "--quiet", "--epochs", "1", "--data", str(tmp_path / "d.csv")]
     assert main([*args, "--out", str(tmp_path / "m.safetensors")]) == 0
     assert len(calls) == 1

@@ -63,12 +63,15 @@ def test_a_package_that_cannot_be_imported_is_named_with_the_command_that_instal
 
 
 def test_doctor_imports_only_what_it_checks():
-    # The command's own modules and the metadata; not the library (which imports optax, equinox, ...).
+    # The command's own modules, the benchmark's section names (its parser lists them; `records`
+    # imports only `typing`) and the metadata; not the library (which imports optax, equinox, ...).
     _, _, modules = _doctor()
     assert set(modules) <= {
         "fundamentals",
         "fundamentals._startup",
         "fundamentals.cli",
+        "fundamentals.bench",
+        "fundamentals.bench.records",
         "fundamentals.doctor",
         "fundamentals._metadata",
     }, modules
@@ -79,6 +82,9 @@ def test_doctor_imports_only_what_it_checks():
         f"[FAIL] jax {importlib.metadata.version('jax')}",
         f"[FAIL] jaxlib {importlib.metadata.version('jaxlib')}",
     ]
+    # the packages that fail only because they import JAX are named so, not as more to reinstall
+    for name in ("equinox", "optax"):
+        assert f"[----] {name} {importlib.metadata.version(name)}: not checked, it imports jax, " in "\n".join(lines)
     assert "JAX's devices: not listed, JAX is not usable (see above)" in lines
 
 
