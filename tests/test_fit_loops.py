@@ -451,6 +451,13 @@ def test_early_stopping_never_takes_a_nan_for_the_best_value():
     assert maximising.mode == "max" and fm.EarlyStopping("val_loss").mode == "min"
     # an equal value is no improvement (min_delta 0), a smaller one by less than min_delta neither
     run = fm.train.Run({"val_loss": []}, {"val_loss"}, lambda: None)
+    same = fm.EarlyStopping("val_loss", patience=2, restore_best=False)
+    for step, value in enumerate((0.5, 0.5, 0.5), 1):
+        run.step = step
+        run.history["val_loss"].append(value)
+        same.on_evaluation(run)
+    assert same.best_step == 1 and run.stop_reason is not None
+    run = fm.train.Run({"val_loss": []}, {"val_loss"}, lambda: None)
     flat = fm.EarlyStopping("val_loss", patience=2, min_delta=0.01, restore_best=False)
     for value in (0.5, 0.5, 0.495):
         run.history["val_loss"].append(value)
