@@ -162,3 +162,17 @@ def test_a_public_name_is_the_function_even_after_its_module_of_the_same_name_is
     code = "import fundamentals.launch, fundamentals as fm; print(callable(fm.launch), fm.launch.__module__)"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert completed.stdout.split() == ["True", "fundamentals.launch"], completed.stderr
+
+
+def test_a_submodule_is_an_attribute_of_the_package_without_importing_it_first():
+    # `fm.train.Run`, `fm.nn.state_dict` work after `import fundamentals as fm` alone, as after
+    # `import fundamentals.train`; a name that is neither a public name nor a module is an AttributeError.
+    code = (
+        "import fundamentals as fm\n"
+        "from fundamentals.train.callbacks import Run\n"
+        "from fundamentals.nn import state_dict\n"
+        "assert fm.train.Run is Run and fm.nn.state_dict is state_dict\n"
+        "try:\n    fm.no_such_module\nexcept AttributeError as e:\n    print(e)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert completed.stdout.strip() == "module 'fundamentals' has no attribute 'no_such_module'", completed.stderr
