@@ -15,31 +15,7 @@ from ._startup import restore_default_handler
 # The library is imported by the subcommand that needs it, inside its function: `fundamentals
 # doctor` must run, and name what is missing, on an installation where JAX or Optax cannot be imported.
 
-__all__ = ["main", "build_parser", "enable_compilation_cache", "default_cache_dir"]
-
-
-def default_cache_dir() -> str:
-    """Where the CLI keeps JAX's persistent compilation cache: `$XDG_CACHE_HOME/fundamentals/jax`."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fundamentals", "jax")
-
-
-def enable_compilation_cache(directory: str | None = None) -> str:
-    """Turn on JAX's persistent compilation cache, with thresholds low enough to cache small steps.
-
-    A compiled train step is then read from disk on the next run instead of compiled again
-    (`fundamentals bench compile` measures both). JAX's defaults skip entries that compiled in under a second, which is every step of a small model, so
-    the minimum compile time and entry size are set to zero here.
-
-    **Returns:** the cache directory.
-    """
-    import jax
-
-    directory = directory or default_cache_dir()
-    jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    return directory
+__all__ = ["main", "build_parser"]
 
 
 class CLIError(Exception):
@@ -337,6 +313,7 @@ def _train(rank: int, args: argparse.Namespace, split) -> int:
     import optax
 
     from . import checkpoint as checkpoint_module
+    from ._compilation_cache import enable_compilation_cache
     from ._files import describe, interrupts_held
     from .data import ArrayDataset, DataLoader
     from .nn import NeuralNetwork, count_parameters
