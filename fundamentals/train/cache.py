@@ -20,9 +20,11 @@ which runs the Python code as it is *now*) and describes what came out:
   for, and JAX's trace context (the configuration JAX itself keys its caches on: matmul
   precision, x64, default device, ...).
 
-A parameter value that cannot be described by value (a callback, an opaque object) is
-described by its identity, and the cache entry keeps that object alive, so the identity cannot
-be reused by another object while the key exists. Such a program may compile again when it is
+A parameter value of any other type is compared as JAX compares it in its own caches: by its
+own equality where its type defines one (avals, tree structures, flat trees, equation contexts,
+shardings: whatever a JAX version adds), else (a callback, an opaque object) by its identity,
+and the cache entry keeps that object alive, so the identity cannot be reused by another object
+while the key exists. Such a program may compile again when it is
 re-traced, but it is never confused with another. The only parameters left out are the
 differentiation rules carried by `custom_jvp_call` and `custom_vjp_call` (`jvp_jaxpr_fun`,
 `fwd_jaxpr_thunk`, `bwd`, `out_trees`): they are read only when JAX differentiates the jaxpr,
@@ -68,6 +70,22 @@ _VALUE_TYPES: tuple[type, ...] = (
 for _name in ("AbstractMesh",):
     if hasattr(jax.sharding, _name):
         _VALUE_TYPES += (getattr(jax.sharding, _name),)
+
+
+def _compares_by_value(value: Any) -> bool:
+    """Whether `value`'s type defines its own equality and hash, and `value` equals itself.
+
+    JAX's parameter types do (avals, tree structures, flat trees, equation contexts, shardings):
+    JAX's own caches compare them so. A type that inherits `object`'s identity equality does not.
+    """
+    cls = type(value)
+    if cls.__eq__ is object.__eq__ or cls.__hash__ is None or cls.__hash__ is object.__hash__:
+        return False
+    try:
+        hash(value)
+        return (value == value) is True
+    except Exception:  # noqa: BLE001 - an equality that raises or is not a bool: described by identity
+        return False
 
 
 @dataclass
@@ -140,12 +158,9 @@ class _Describer:
             return (type(value).__qualname__, frozenset(self.value(item) for item in value))
         if isinstance(value, dict):
             return ("dict", tuple(sorted((repr(k), self.value(v)) for k, v in value.items())))
-        if isinstance(value, _VALUE_TYPES) or type(value).__name__ in ("JaxprEqnContext", "ShapedArray"):
-            try:
-                hash(value)
-                return (type(value).__qualname__, value)
-            except TypeError:
-                return self.identity(value)
+        if isinstance(value, _VALUE_TYPES) or _compares_by_value(value):
+            # The object itself: its own equality decides, as in JAX's caches; the key keeps it alive.
+            return ("value", type(value).__module__, type(value).__qualname__, value)
         return self.identity(value)
 
     def jaxpr(self, closed: Any) -> tuple:
