@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ArgumentTypeError", "is_int", "check_int", "check_number"]
+__all__ = ["ArgumentTypeError", "is_int", "check_int", "check_number", "cut", "one_line"]
 
 
 class ArgumentTypeError(TypeError, ValueError):
@@ -64,3 +64,20 @@ def check_number(name: str, value: object, *, above: float | None = None, unit: 
     if not math.isfinite(number) or (above is not None and not number > above):
         raise ValueError(f"{name} must be {kind}, got {value!r}")
     return number
+
+
+def cut(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with `...` at the end: what a file controls never fills a message."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+LINE_LIMIT = 400  # characters: an error line never carries a whole file's worth of a value
+
+
+def one_line(text: str, limit: int = LINE_LIMIT) -> str:
+    """`text` on one line of at most `limit` characters, cut in the middle (where a value would be)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"

@@ -35,6 +35,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save
 
+from ._checks import cut
 from ._files import atomic_write_bytes, check_output_path, check_regular
 from .nn import (
     NeuralNetwork,
@@ -59,10 +60,6 @@ def _json(text: str):
         return json.loads(text)
     except RecursionError:
         raise ValueError("its JSON is nested too deeply") from None
-
-
-def _cut(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 class CheckpointError(ValueError):
@@ -154,7 +151,7 @@ def _checked_architecture(path, text: str, tensors: dict[str, np.ndarray]) -> di
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise TypeError(f"'dropout' must be a number in [0, 1), got {_brief(dropout)}")
     except (ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{path} has invalid architecture metadata: {_cut(str(error))}") from None
+        raise CheckpointError(f"{path} has invalid architecture metadata: {cut(str(error), 200)}") from None
     if 2 * (len(hidden) + 1) != len(tensors):
         raise CheckpointError(
             f"{path}: its architecture metadata describes {len(hidden) + 1} layers ({2 * (len(hidden) + 1)} arrays), "
@@ -421,7 +418,7 @@ def _check_optimizer(path, header: dict[str, str], opt_state) -> None:
         stored = _json(header["optimizer"])
         stored_states, stored_leaves = stored["states"], stored["leaves"]
     except (ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"checkpoint {path} has invalid optimizer metadata: {_cut(str(error))}") from None
+        raise CheckpointError(f"checkpoint {path} has invalid optimizer metadata: {cut(str(error), 200)}") from None
     current = _optimizer_signature(opt_state)
     if stored_states != current["states"] or stored_leaves != current["leaves"]:
 
@@ -447,7 +444,7 @@ def _checked_state(path, header: dict[str, str], tensors: dict[str, np.ndarray])
     try:
         state = _json(header["state"])
     except (KeyError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path} has invalid metadata: {_cut(str(error))}") from None
+        raise CheckpointError(f"checkpoint {path} has invalid metadata: {cut(str(error), 200)}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: its state must be a JSON object, got {type(state).__name__}")
     for field in ("epoch", "global_step"):

@@ -481,23 +481,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except CLIError as error:
-        print(f"fundamentals {args.command}: error: {_one_line(str(error))}", file=sys.stderr)
+        from ._checks import one_line
+
+        print(f"fundamentals {args.command}: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-_LINE_LIMIT = 400  # characters: an error line never carries a whole file's worth of a value
-
-
-def _one_line(text: str) -> str:
-    """`text` on one line of at most `_LINE_LIMIT` characters, cut in the middle (where a value would be)."""
-    text = " ".join(text.split())
-    if len(text) <= _LINE_LIMIT:
-        return text
-    half = (_LINE_LIMIT - 5) // 2
-    return f"{text[:half]} ... {text[-half:]}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,6 +47,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from ._checks import cut, one_line
 from ._files import atomic_write_bytes, open_regular
 from .tensors import to_numpy
 
@@ -142,11 +143,7 @@ def _charge(size: int, what: str) -> None:
 
 def _brief(value, limit: int = 80) -> str:
     """`repr(value)`, cut to `limit` characters: what a file controls never fills an error line."""
-    return _cut(repr(value), limit)
-
-
-def _cut(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+    return cut(repr(value), limit)
 
 
 # --- what the pickle may build ------------------------------------------------------------------
@@ -545,7 +542,7 @@ class _Unpickler:
         found = self.overrides.get((module, name)) or _ALLOWED.get((module, name))
         if found is None or module in _BLOCKED_MODULES:
             raise UnsafeFileError(
-                f"refused global {_cut(f'{module}.{name}')}: weights-only loading allows only tensors, containers, "
+                f"refused global {cut(f'{module}.{name}', 80)}: weights-only loading allows only tensors, containers, "
                 "numbers and strings (the file may try to run code)"
             )
         return found
@@ -1041,18 +1038,6 @@ def _refuse_storage(*args):
     raise TorchFileError("a storage where none may be")
 
 
-_MESSAGE_LIMIT = 400  # characters: an error line never carries a whole file's worth of a value
-
-
-def _capped(text: str) -> str:
-    """`text` on one line of at most `_MESSAGE_LIMIT` characters, cut in the middle (where a value would be)."""
-    text = " ".join(text.split())
-    if len(text) <= _MESSAGE_LIMIT:
-        return text
-    half = (_MESSAGE_LIMIT - 5) // 2
-    return f"{text[:half]} ... {text[-half:]}"
-
-
 def _open(path: Path):
     try:
         return open_regular(path)
@@ -1061,7 +1046,7 @@ def _open(path: Path):
     except IsADirectoryError:
         raise TorchFileError(f"torch_load: {path} is a folder, not a file") from None
     except ValueError as error:  # a FIFO, a device, a socket: never read (a FIFO would block)
-        raise TorchFileError(_capped(f"torch_load: {error}; only regular files are read")) from None
+        raise TorchFileError(one_line(f"torch_load: {error}; only regular files are read")) from None
 
 
 def torch_load(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
@@ -1111,9 +1096,9 @@ def torch_load(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
         try:
             return _read(file, file_size, budget)
         except UnsafeFileError as error:
-            raise UnsafeFileError(_capped(f"torch_load: {path}: {error}")) from None
+            raise UnsafeFileError(one_line(f"torch_load: {path}: {error}")) from None
         except TorchFileError as error:
-            raise TorchFileError(_capped(f"torch_load: cannot read {path}: {error}")) from None
+            raise TorchFileError(one_line(f"torch_load: cannot read {path}: {error}")) from None
         except RecursionError:
             raise TorchFileError(f"torch_load: cannot read {path}: its objects are nested too deeply") from None
         except MemoryError:
@@ -1134,7 +1119,7 @@ def torch_load(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
             OSError,
         ) as error:
             raise TorchFileError(
-                _capped(
+                one_line(
                     f"torch_load: cannot read {path}: it is truncated, corrupted or not a PyTorch file "
                     f"({type(error).__name__}: {error})"
                 )
